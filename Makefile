@@ -1,0 +1,66 @@
+# Linear Layer from Scratch: one place for every command.
+#   make train   train the course MLP (the main job)
+#   make test    build .venv if needed, then run every test (unit tests + notebooks with nbval)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The venv is rebuilt when pyproject.toml (the pins) changes: its hash names the stamp file.
+PINS   := $(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(open('pyproject.toml','rb').read()).hexdigest()[:16])")
+STAMP  := $(VENV)/.installed-$(PINS)
+
+TRAIN_ARGS ?=
+TEST_ARGS  ?=
+
+.PHONY: help venv train test test-fast lab notebooks figures bench assignments autograde clean
+
+help:
+	@echo "make train        train the course MLP (see: $(PY) -m course_lib train --help)"
+	@echo "make test         create/refresh .venv, run unit tests and every notebook (nbval)"
+	@echo "make lab          open JupyterLab on notebooks/"
+	@echo "make notebooks    re-execute and re-save the lesson notebooks"
+	@echo "make figures      redraw the lesson figures in assets/"
+	@echo "make bench        run the speed benchmarks in benchmarks/"
+	@echo "make assignments  generate the nbgrader student release"
+	@echo "make autograde    grade assignments/submitted/ and print the score table"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+train: $(STAMP)
+	$(PY) -m course_lib train $(TRAIN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--nbval-current-env -p no:cacheprovider $(TEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider $(TEST_ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks: $(STAMP)
+	$(PY) tools/run_notebooks.py
+
+figures: $(STAMP)
+	$(PY) assets/make_figures.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/linear_vs_torch.py
+	$(PY) benchmarks/train_throughput.py
+
+assignments: $(STAMP)
+	$(PY) tools/assignments.py release
+
+autograde: $(STAMP)
+	$(PY) tools/assignments.py autograde
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

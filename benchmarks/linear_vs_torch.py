@@ -1,0 +1,149 @@
+"""Forward+backward time of ``Linear_Layer`` against ``torch.nn.functional.linear``, side by side.
+
+Two tables, each measured in one run with the two contenders interleaved round by round (so a
+noisy neighbour slows both alike) and the median round reported:
+
+1. One layer, forward + backward, at the course's shapes. As in ``NeuralNet``, the 784->128 layer's
+   input needs no gradient (it is the data); the inner layers' inputs do.
+2. A whole ``NeuralNet`` training step (forward, cross-entropy, backward, SGD step) against the
+   same network built from ``torch.nn.Linear`` with identical weights.
+
+Usage:
+    python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 15] [--quick]
+"""
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib import Linear, Linear_Layer, NeuralNet
+
+SHAPES = [(784, 128), (128, 64), (64, 10)]
+BATCHES = [64, 512, 4096]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_per_call(fn, device, min_seconds):
+    """Seconds per call of ``fn``, timed over enough calls to last about ``min_seconds``."""
+    fn()
+    _sync(device)
+    n = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / n
+        n = max(n * 2, int(n * min_seconds / max(elapsed, 1e-9)) + 1)
+
+
+def compare(fns, device, rounds, min_seconds):
+    """Interleave the contenders round by round; return each one's median seconds per call."""
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(time_per_call(fn, device, min_seconds))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def layer_step(linear, x, w, b, grad):
+    def step():
+        w.grad = b.grad = x.grad = None
+        out = linear(x, w, b)
+        out.backward(grad)
+    return step
+
+
+def layer_table(device, rounds, min_seconds, batches):
+    rows = []
+    for batch in batches:
+        for in_f, out_f in SHAPES:
+            torch.manual_seed(0)
+            ours = Linear(in_f, out_f, device=device)  # weight (in, out)
+            theirs = ours.to_torch()  # the same numbers, weight (out, in)
+            x = torch.randn(batch, in_f, device=device)
+            x.requires_grad_(in_f != 784)  # the first layer's input is data
+            grad = torch.randn(batch, out_f, device=device)
+            times = compare(
+                {
+                    "ours": layer_step(Linear_Layer.apply, x, ours.weight, ours.bias, grad),
+                    "torch": layer_step(F.linear, x, theirs.weight, theirs.bias, grad),
+                },
+                device, rounds, min_seconds,
+            )
+            rows.append((f"{in_f}->{out_f}", batch, times["ours"], times["torch"]))
+    return rows
+
+
+def train_step(model, x, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def network_table(device, rounds, min_seconds, batches):
+    rows = []
+    for batch in batches:
+        torch.manual_seed(0)
+        ours = NeuralNet(128).to(device)
+        theirs = nn.Sequential(
+            ours.fc1.to_torch(), nn.ReLU(), ours.fc2.to_torch(), nn.ReLU(), ours.fc3.to_torch()
+        ).to(device)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(batch, 784, generator=g).to(device)
+        y = torch.randint(0, 10, (batch,), generator=g).to(device)
+        times = compare(
+            {"ours": train_step(ours, x, y), "torch": train_step(theirs, x, y)},
+            device, rounds, min_seconds,
+        )
+        rows.append(("NeuralNet step", batch, times["ours"], times["torch"]))
+    return rows
+
+
+def print_table(title, rows):
+    print(f"\n{title}")
+    print(f"| {'case':<15} | {'batch':>5} | {'Linear_Layer (us)':>17} | {'torch (us)':>10} | {'ratio':>5} |")
+    print(f"|{'-' * 17}|{'-' * 6}:|{'-' * 18}:|{'-' * 11}:|{'-' * 6}:|")
+    for case, batch, ours, theirs in rows:
+        print(f"| {case:<15} | {batch:>5} | {ours * 1e6:>17.1f} | {theirs * 1e6:>10.1f} | {ours / theirs:>5.3f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per case (default 15)")
+    parser.add_argument("--min-seconds", type=float, default=0.05,
+                        help="length of one timed round (default 0.05)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 0.02 s, for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.min_seconds = 3, 0.02
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
+          f"rounds {args.rounds} x {args.min_seconds}s, median reported")
+    print_table("One layer, forward + backward per step", layer_table(device, args.rounds, args.min_seconds, BATCHES))
+    print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)",
+                network_table(device, args.rounds, args.min_seconds, BATCHES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Linear Layer from Scratch: the companion library of the course.
+
+The pieces, in the order the lessons meet them:
+    functions  autograd Functions (``Linear_Layer`` and the gallery)
+    manual     ``ManualLinear``, the same layer with a hand-called backward
+    layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
+    models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``
+"""
+
+from .functions import Linear_Layer
+from .layers import Linear
+from .manual import ManualLinear
+from .models import NeuralNet
+
+__all__ = ["Linear_Layer", "Linear", "ManualLinear", "NeuralNet"]
+__version__ = "0.1.0"

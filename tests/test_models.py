@@ -1,0 +1,87 @@
+"""``course_lib.models``: the course MLP and the custom-layers model."""
+
+import pytest
+import torch
+from torch import nn
+
+import course_lib
+from course_lib import functions
+from course_lib.layers import FunctionModule, Linear, ScaledReLU
+from course_lib.models import CustomModel, NeuralNet
+
+
+def test_neural_net_architecture():
+    model = NeuralNet()
+    sizes = [(m.in_features, m.out_features) for m in (model.fc1, model.fc2, model.fc3)]
+    assert sizes == [(784, 128), (128, 64), (64, 10)]
+    assert all(isinstance(m, Linear) for m in (model.fc1, model.fc2, model.fc3))
+    assert sum(p.numel() for p in model.parameters()) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert NeuralNet(256).fc2.out_features == 128
+
+
+def test_neural_net_matches_the_same_network_from_nn_linear():
+    model = NeuralNet(32)
+    reference = nn.Sequential(
+        model.fc1.to_torch(), nn.ReLU(), model.fc2.to_torch(), nn.ReLU(), model.fc3.to_torch()
+    )
+    x = torch.randn(6, 784)
+    torch.testing.assert_close(model(x), reference(x))
+
+
+def test_neural_net_flattens_images():
+    model = NeuralNet(16)
+    images = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(model(images), model(images.reshape(3, 784)))
+    assert model(images).shape == (3, 10)
+
+
+@pytest.mark.parametrize("activation,expected", [
+    (nn.ReLU, nn.ReLU),
+    (nn.Tanh(), nn.Tanh),
+    (functions.ReLU, FunctionModule),
+])
+def test_neural_net_activation_choices(activation, expected):
+    model = NeuralNet(16, activation=activation)
+    assert isinstance(model.activation, expected)
+    x = torch.randn(2, 784)
+    h = model.activation(model.fc1(x))
+    assert (h >= 0).all() or expected is nn.Tanh
+
+
+def test_neural_net_custom_relu_function_gives_same_output():
+    torch.manual_seed(3)
+    a = NeuralNet(16, activation=functions.ReLU)
+    torch.manual_seed(3)
+    b = NeuralNet(16)
+    x = torch.randn(4, 784)
+    torch.testing.assert_close(a(x), b(x))
+
+
+def test_neural_net_bad_arguments():
+    with pytest.raises(ValueError, match="num_units must be an integer >= 2, got 1"):
+        NeuralNet(1)
+    with pytest.raises(TypeError, match="activation must be an nn.Module"):
+        NeuralNet(16, activation="relu")
+
+
+def test_neural_net_wrong_input_size_is_explained():
+    with pytest.raises(ValueError, match=r"input has 100 features .* weight expects 784"):
+        NeuralNet(16)(torch.randn(2, 100))
+
+
+def test_custom_model():
+    model = CustomModel(input_size=10, hidden_size=5, output_size=1)
+    assert isinstance(model.activation, ScaledReLU) and model.activation.scale == 0.5
+    x = torch.randn(32, 10)
+    out = model(x)
+    assert out.shape == (32, 1)
+    expected = model.layer2(0.5 * torch.relu(model.layer1(x)))
+    torch.testing.assert_close(out, expected)
+
+
+def test_top_level_exports():
+    assert course_lib.Linear_Layer is functions.Linear_Layer
+    assert course_lib.Linear is Linear
+    assert course_lib.NeuralNet is NeuralNet
+    from course_lib.manual import ManualLinear
+    assert course_lib.ManualLinear is ManualLinear
