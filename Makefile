@@ -37,7 +37,7 @@ train: $(STAMP)
 	$(PY) -m course_lib train $(TRAIN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	COURSE_FAST=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-current-env -p no:cacheprovider $(TEST_ARGS)
 
 test-fast: $(STAMP)
