@@ -11,6 +11,9 @@ what a graded test cell wants.
     >>> print(report)
 """
 
+import copy
+import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -253,4 +256,332 @@ def check_accuracy(accuracy: float, threshold: float, what: str = "test accuracy
     report = Report("check_accuracy")
     ok = 0.0 <= accuracy <= 1.0 and accuracy >= threshold
     report.add(what, ok, f"{accuracy:.2%}, needed at least {threshold:.2%}")
+    return report
+
+
+# --- lesson exercise checks ---
+# Used by the exercises that end each lesson notebook. ``exercise`` runs a check on the student's
+# answer; while that answer is still the stub raising ``NotImplementedError``, it runs the same
+# check on a reference answer instead, so a freshly opened lesson shows what passing looks like.
+
+
+def _watch_for_stub(answer, seen: list):
+    """Wrap ``answer`` (a callable or a Function class) to note in ``seen`` a NotImplementedError."""
+
+    def guard(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except NotImplementedError:
+                seen.append(fn.__name__)
+                raise
+        return guarded
+
+    if not _is_function_class(answer):
+        return guard(answer) if callable(answer) else answer
+
+    class Guarded(answer):
+        forward = staticmethod(guard(answer.forward))
+        backward = staticmethod(guard(answer.backward))
+
+    Guarded.__name__ = Guarded.__qualname__ = answer.__name__
+    return Guarded
+
+
+def exercise(check, answer, reference, **kwargs) -> Report:
+    """``check(answer)``, or ``check(reference)`` while the student's answer is still the stub.
+
+    The answer counts as not written yet when it raised ``NotImplementedError`` and no line of
+    its report passed; the reference's report is then returned under a title that says so.
+    ``kwargs`` go to ``check`` (e.g. ``forward=`` and ``shapes=`` for ``check_backward``).
+    """
+    seen = []
+    report = check(_watch_for_stub(answer, seen), **kwargs)
+    if not seen or any(line.passed for line in report.lines):
+        return report
+    shown = check(reference, **kwargs)
+    name = getattr(answer, "__name__", "your answer")
+    shown.title += f" [reference answer shown: {name} still raises NotImplementedError]"
+    return shown
+
+
+def _raised(report: Report, name: str, e: Exception) -> Report:
+    report.add(name, False, f"raised {type(e).__name__}: {e}")
+    return report
+
+
+def check_parameter_count(fn) -> Report:
+    """Check ``fn(sizes)`` counts the weights and biases of a fully connected network.
+
+    ``sizes`` lists the layer widths, input first (``[784, 128, 64, 10]``); the expected count is
+    what ``torch.nn.Linear`` layers of those sizes hold: ``sum(n_in * n_out + n_out)``.
+    """
+    report = Report("check_parameter_count")
+    for sizes in ([3, 1], [4, 3], [10, 5, 1], [784, 128, 64, 10]):
+        label = "sizes " + "-".join(map(str, sizes))
+        pairs = list(zip(sizes, sizes[1:]))
+        # "meta" tensors have shapes but no storage: no memory, no draw from the random generator.
+        expected = sum(p.numel() for a, b in pairs
+                       for p in torch.nn.Linear(a, b, device="meta").parameters())
+        try:
+            got = fn(list(sizes))
+        except Exception as e:
+            _raised(report, label, e)
+            continue
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            report.add(label, False, f"returned {type(got).__name__}, expected an integer")
+        elif got == expected:
+            report.add(label, True, f"{expected:,} parameters")
+        else:
+            hint = ""
+            if got == sum(a * b for a, b in pairs):
+                hint = " That is the weights alone: each layer also has one bias per output."
+            elif got == sum(a * b + a for a, b in pairs):
+                hint = " A layer has one bias per output, not per input."
+            report.add(label, False, f"got {got:,}, expected {expected:,}.{hint}")
+    return report
+
+
+def check_backward(fn, forward, shapes=((3, 4),), wrt=(0,), seed: int = 0) -> Report:
+    """Check a hand-written backward ``fn(grad_output, *inputs)`` against autograd on ``forward``.
+
+    ``forward(*inputs)`` is the operation (e.g. ``torch.relu``, or ``F.mse_loss`` with inputs
+    ``(prediction, target)``). ``fn`` returns ``dL/d input`` for each index in ``wrt`` given
+    ``grad_output = dL/d output``: one tensor when ``wrt`` has one index, else a tuple.
+    """
+    report = Report(f"check_backward({getattr(fn, '__name__', 'backward')})")
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for shape in shapes:
+        t = torch.randn(shape, generator=g, dtype=torch.float64)
+        inputs.append(torch.where(t.abs() < 0.05, t + 0.1, t))  # keep away from kinks at 0
+    leaves = [t.clone().requires_grad_(i in wrt) for i, t in enumerate(inputs)]
+    output = forward(*leaves)
+    grad_output = torch.randn(output.shape, generator=g, dtype=torch.float64)
+    expected = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output)
+    try:
+        got = fn(grad_output.clone(), *(t.clone() for t in inputs))
+    except Exception as e:
+        return _raised(report, "backward", e)
+    if len(wrt) == 1:
+        got = (got,)
+    if not isinstance(got, (tuple, list)) or len(got) != len(wrt):
+        report.add("backward", False, f"expected a tuple of {len(wrt)} gradients, got {type(got).__name__}")
+        return report
+    for i, gv, ev in zip(wrt, got, expected):
+        compare(f"gradient of input {i}", gv, ev, report)
+    return report
+
+
+def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
+    """Check ``fn(params, lr)`` steps each parameter once, in place, then clears its gradient.
+
+    ``params`` is a list of ``nn.Parameter`` whose ``.grad`` is filled in, as after
+    ``loss.backward()``; afterwards each must equal ``before - lr * grad`` and its ``.grad`` be
+    zero or ``None``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"weight1": (2, 3), "bias1": (3,), "weight2": (3, 5), "bias2": (5,),
+              "weight3": (5, 1), "bias3": (1,)}
+    params = {}
+    for name, shape in shapes.items():
+        params[name] = torch.nn.Parameter(torch.randn(shape, generator=g, dtype=torch.float64))
+        params[name].grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    try:
+        fn(list(params.values()), lr)
+    except Exception as e:
+        return _raised(Report("check_sgd_update"), "step", e)
+    report = check_sgd_step(before, {n: p.detach() for n, p in params.items()}, grads, lr)
+    report.title = "check_sgd_update"
+    for name, p in params.items():
+        cleared = p.grad is None or not p.grad.any()
+        report.add(f"{name}.grad", cleared, "cleared" if cleared else
+                   "still holds the gradient: zero it (or set it to None) after the step")
+    return report
+
+
+def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
+    """Check ``fn(model, inputs, targets, optimizer) -> loss`` makes one training step on MSE.
+
+    Two steps run on a ``CustomModel`` beside a reference copy that does ``zero_grad``, forward,
+    ``F.mse_loss``, ``backward``, ``step``; the second step catches gradients never zeroed.
+    """
+    from .models import CustomModel  # imported here: the checks sit above the library
+
+    report = Report("check_train_step")
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        model = CustomModel(4, 8, 1)
+    reference = copy.deepcopy(model)
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    for step in (1, 2):
+        ref_optimizer.zero_grad()
+        ref_loss = F.mse_loss(reference(x), y)
+        ref_loss.backward()
+        ref_optimizer.step()
+        try:
+            loss = fn(model, x, y, optimizer)
+        except Exception as e:
+            return _raised(report, f"step {step}", e)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.item()
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            ok = math.isclose(loss, ref_loss.item(), rel_tol=1e-5)
+            report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
+                       f"{loss:.6g}, expected {ref_loss.item():.6g} (F.mse_loss before the step)")
+        else:
+            report.add(f"loss returned (step {step})", False,
+                       f"returned {type(loss).__name__}, expected the loss as a number")
+        params = list(model.parameters())
+        if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, reference.parameters())):
+            report.add(f"parameters after step {step}", True, "match one SGD step")
+        elif step == 2:
+            report.add("parameters after step 2", False, "step 1 was right, step 2 is not: "
+                       "call optimizer.zero_grad() before backward, or gradients add up")
+        elif all(torch.equal(p, s) for p, s in zip(params, start)):
+            report.add("parameters after step 1", False,
+                       "unchanged: call optimizer.step() after loss.backward()")
+            return report
+        else:
+            report.add("parameters after step 1", False, "differ from one SGD step: the order "
+                       "is zero_grad, forward, loss, backward, step")
+            return report
+    return report
+
+
+def check_mlp(fn, scale: float = 0.5) -> Report:
+    """Check ``fn(sizes)`` returns ``nn.Sequential(Linear, ScaledReLU(scale), ..., Linear)``.
+
+    The layers are ``course_lib.layers.Linear`` with widths ``sizes`` (input first), with a
+    ``ScaledReLU`` between each pair and none after the last layer.
+    """
+    from .layers import Linear, ScaledReLU
+
+    def describe(m):
+        if isinstance(m, Linear):
+            return f"Linear({m.in_features}, {m.out_features})"
+        if isinstance(m, torch.nn.Linear):
+            return f"nn.Linear({m.in_features}, {m.out_features})"
+        if isinstance(m, ScaledReLU):
+            return f"ScaledReLU({m.scale:g})"
+        return type(m).__name__
+
+    report = Report("check_mlp")
+    for sizes in ([6, 5, 4, 2], [3, 1]):
+        label = "sizes " + "-".join(map(str, sizes))
+        expected = [f"Linear({a}, {b})" for a, b in zip(sizes, sizes[1:])]
+        for i in range(len(expected) - 1, 0, -1):  # an activation between each pair of layers
+            expected.insert(i, f"ScaledReLU({scale:g})")
+        try:
+            with torch.random.fork_rng(devices=[]):
+                model = fn(list(sizes))
+        except Exception as e:
+            _raised(report, label, e)
+            continue
+        if not isinstance(model, torch.nn.Sequential):
+            report.add(label, False, f"returned {type(model).__name__}, expected an nn.Sequential")
+            continue
+        got = [describe(m) for m in model]
+        hint = " Use course_lib's Linear, not nn.Linear." if any("nn." in d for d in got) else ""
+        report.add(label, got == expected, ", ".join(got) if got == expected else
+                   f"got [{', '.join(got)}], expected [{', '.join(expected)}].{hint}")
+        try:
+            with torch.no_grad():
+                shape = tuple(model(torch.zeros(7, sizes[0])).shape)
+        except Exception as e:
+            _raised(report, f"output shape ({label})", e)
+            continue
+        report.add(f"output shape ({label})", shape == (7, sizes[-1]),
+                   f"{shape}" + ("" if shape == (7, sizes[-1]) else f", expected {(7, sizes[-1])}"))
+    return report
+
+
+# --- assignment checks ---
+# Used by the graded assignments in assignments/source/: hidden tests draw new shapes and values
+# from a seed (so hard-coded answers fail), and a network's gradients are checked by name.
+
+
+def _random_linear_cases(seed: int, n_cases: int):
+    """(name, input, weight, bias) in float64 with shapes drawn from ``seed``; every other case
+    has no bias, and the first case is a batch of one."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for i in range(n_cases):
+        batch, n_in, n_out = (int(v) for v in torch.randint(1, 10, (3,), generator=g))
+        batch = 1 if i == 0 else batch
+        x = torch.randn(batch, n_in, generator=g, dtype=torch.float64)
+        w = torch.randn(n_in, n_out, generator=g, dtype=torch.float64)
+        b = torch.randn(n_out, generator=g, dtype=torch.float64) if i % 2 == 0 else None
+        name = f"{batch}x{n_in} -> {n_out}" + ("" if b is not None else ", no bias")
+        cases.append((name, x, w, b))
+    return cases
+
+
+def check_linear_random(fn, seed: int = 0, n_cases: int = 3) -> Report:
+    """Check a Linear ``Function`` class on ``n_cases`` random shapes drawn from ``seed``.
+
+    For each case: the output against ``input @ weight + bias``, then ``torch.autograd.gradcheck``,
+    which compares ``fn.backward`` with finite differences of ``fn.forward`` (and fails on a
+    gradient of the wrong shape). Hard-coded shapes or numbers cannot pass a fresh seed.
+    """
+    if not _is_function_class(fn):
+        raise TypeError(f"check_linear_random: expected a torch.autograd.Function class, got {fn!r}")
+    report = Report(f"check_linear_random(seed={seed})")
+    for case, x, w, b in _random_linear_cases(seed, n_cases):
+        try:
+            out = fn.apply(x, w, b)
+        except Exception as e:
+            report.add(f"output ({case})", False, f"raised {type(e).__name__}: {e}")
+            continue
+        if not compare(f"output ({case})", out, F.linear(x, w.t(), b), report):
+            continue
+        inputs = tuple(t.clone().requires_grad_() for t in (x, w, b) if t is not None)
+        try:
+            ok = torch.autograd.gradcheck(fn.apply, inputs, raise_exception=False)
+            detail = "finite differences agree with backward" if ok else \
+                "finite differences disagree with backward: check each gradient's formula"
+        except Exception as e:  # e.g. a gradient of the wrong shape, caught by autograd itself
+            ok, detail = False, f"raised {type(e).__name__}: {_first_line(e)}"
+        report.add(f"gradients ({case})", ok, detail)
+    return report
+
+
+def _first_line(error: Exception) -> str:
+    return next((line for line in str(error).splitlines() if line.strip()), "")
+
+
+def check_gradients(got, expected: dict, title: str = "check_gradients") -> Report:
+    """Compare a dict of gradients (parameter name -> tensor) with the expected one, by name.
+
+    A wrong gradient that equals another parameter's gradient is named as such: that is the
+    gradient of the wrong layer, handed to the wrong parameter.
+    """
+    report = Report(title)
+    names = ", ".join(expected)
+    if not isinstance(got, dict):
+        report.add("gradients", False, f"returned {type(got).__name__}, expected a dict with keys {names}")
+        return report
+    for name, exp in expected.items():
+        if name not in got:
+            report.add(name, False, f"missing: return a gradient for every parameter ({names})")
+            continue
+        if compare(name, got[name], exp, report):
+            continue
+        twins = [other for other, e in expected.items() if other != name
+                 and isinstance(got[name], torch.Tensor) and got[name].shape == e.shape
+                 and torch.allclose(got[name].detach().to(e.dtype), e, **TOLERANCE)]
+        if twins:
+            report.lines[-1].detail += f" It equals the gradient of {twins[0]}: check which layer it came from."
+    for name in got:
+        if name not in expected:
+            report.add(name, False, f"unexpected key: the parameters are {names}")
     return report

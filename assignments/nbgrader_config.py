@@ -1,0 +1,19 @@
+"""nbgrader settings for the course's assignments (this folder is the nbgrader course directory).
+
+tools/assignments.py (``make assignments``, ``make autograde``) loads this file and sets the course
+root to this folder; running nbgrader's own commands from inside this folder reads it too.
+"""
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+# Every solution region becomes this stub in the student version, so an unanswered task fails
+# loudly instead of silently passing a test.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# A test cell a student deleted is put back from the gradebook and run, rather than scored as if
+# it were never there.
+c.OverwriteCells.add_missing_cells = True
+
+# Seconds one cell may run while validating or autograding (assignment 4 trains a small MLP).
+c.Execute.timeout = 300
+
