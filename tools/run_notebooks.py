@@ -1,0 +1,123 @@
+"""Re-execute the lesson notebooks from a clean kernel and save them with their outputs.
+
+    python tools/run_notebooks.py                          # every notebooks/*.ipynb
+    python tools/run_notebooks.py notebooks/01_forward_pass.ipynb ...
+
+This is what ``make notebooks`` runs, and what the committed outputs come from: ``make test``
+re-runs each notebook with nbval and compares its outputs with the saved ones.
+
+Each notebook runs top to bottom in a fresh kernel of *this* Python environment (not whatever
+``python3`` kernel a user has registered), with the notebook's own folder as working directory, as
+nbval and JupyterLab run it. ``COURSE_FAST=1`` is set, so long lessons (MNIST training, the sweep)
+take their fast path. A notebook whose cell raises is reported and left untouched on disk.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ipykernel.kernelspec
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+THIS_ENV_KERNEL = "course-lib-this-env"
+
+
+class ThisEnvKernelSpecs(KernelSpecManager):
+    """Resolve ``THIS_ENV_KERNEL`` to an IPython kernel run by ``sys.executable``."""
+
+    def get_kernel_spec(self, kernel_name):
+        if kernel_name == THIS_ENV_KERNEL:
+            return self.kernel_spec_class(
+                resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict()
+            )
+        return super().get_kernel_spec(kernel_name)
+
+
+def kernel_env() -> dict:
+    """The kernel's environment: ours, in fast mode, with matplotlib left to draw inline."""
+    env = dict(os.environ, COURSE_FAST="1")
+    # A non-inline MPLBACKEND (e.g. Agg in CI) would silently drop every figure from the outputs.
+    env.pop("MPLBACKEND", None)
+    return env
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run one notebook in place; return its wall time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    km = KernelManager(kernel_name=THIS_ENV_KERNEL, kernel_spec_manager=ThisEnvKernelSpecs())
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=timeout,
+        record_timing=False,  # no per-cell timestamps: a re-run changes only what really changed
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    start = time.perf_counter()
+    client.execute(env=kernel_env())
+    seconds = time.perf_counter() - start
+    # Write next to the target, then rename: an interrupted run never leaves half a notebook.
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".ipynb", delete=False,
+                                     encoding="utf-8") as tmp:
+        nbformat.write(nb, tmp)
+    os.replace(tmp.name, path)
+    return seconds
+
+
+def stderr_cells(path: Path) -> list:
+    """Indices of code cells that wrote to stderr (warnings the lesson should not show)."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    return [i for i, c in enumerate(code)
+            if any(o.get("output_type") == "stream" and o.get("name") == "stderr"
+                   for o in c.get("outputs", []))]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to run (default: every notebooks/*.ipynb)")
+    parser.add_argument("--timeout", type=int, default=600,
+                        help="seconds one cell may run before the notebook fails (default 600)")
+    args = parser.parse_args(argv)
+
+    paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not paths:
+        print(f"no notebooks found in {NOTEBOOKS.relative_to(REPO)}/", file=sys.stderr)
+        return 1
+    missing = [str(p) for p in paths if p.suffix != ".ipynb" or not p.is_file()]
+    if missing:
+        print("not a notebook file: " + ", ".join(missing), file=sys.stderr)
+        return 2
+
+    failed = []
+    for path in paths:
+        path = path.resolve()
+        name = path.name
+        try:
+            seconds = execute(path, args.timeout)
+        except CellExecutionError as e:
+            print(f"FAILED   {name}: a cell raised; the file was left as it was\n{e}", file=sys.stderr)
+            failed.append(name)
+            continue
+        note = ""
+        noisy = stderr_cells(path)
+        if noisy:
+            note = f"  (stderr output in code cells {noisy}: tests/test_notebooks.py will fail)"
+        print(f"ran      {name}  {seconds:5.1f} s{note}", flush=True)
+    if failed:
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
