@@ -127,3 +127,197 @@ def test_accuracy_check():
     assert check_accuracy(0.95, 0.9).passed
     report = check_accuracy(0.85, 0.9)
     assert not report.passed and "85.00%, needed at least 90.00%" in str(report)
+
+
+# --- lesson exercise checks ---
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from course_lib.checks import (  # noqa: E402
+    check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
+)
+from course_lib.functions import linear_backward  # noqa: E402
+from course_lib.layers import Linear, ScaledReLU  # noqa: E402
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+class StubFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        raise NotImplementedError
+
+
+class HalfWrittenSquare(torch.autograd.Function):
+    """Forward written, backward still the stub: the student must see their own report."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        raise NotImplementedError
+
+
+def test_exercise_shows_the_reference_while_the_answer_is_a_stub():
+    report = exercise(check_linear_forward, stub, reference=Linear_Layer)
+    assert report.passed
+    assert "[reference answer shown: stub still raises NotImplementedError]" in report.title
+    report = exercise(lambda fn: check_function(fn, torch.square), StubFunction, Square)
+    assert report.passed and "StubFunction still raises" in report.title
+
+
+def test_exercise_reports_a_written_answer_itself():
+    wrong = exercise(check_linear_forward, lambda x, w, b: x @ w, reference=Linear_Layer)
+    assert not wrong.passed and "reference" not in wrong.title
+    assert wrong.failed_names() == ["output (batch of 4)", "output (batch of 1)"]
+    right = exercise(check_linear_forward, lambda x, w, b: x @ w if b is None else x @ w + b,
+                     reference=stub)
+    assert right.passed and "reference" not in right.title
+    # A partly written Function keeps its own report (forward passes, backward raised).
+    partial = exercise(lambda fn: check_function(fn, torch.square), HalfWrittenSquare, Square)
+    assert not partial.passed and "reference" not in partial.title
+    assert "raised NotImplementedError" in str(partial)
+
+
+def test_exercise_passes_keyword_arguments_to_the_check():
+    def relu_backward(grad_output, x):
+        return grad_output * (x > 0)
+
+    report = exercise(check_backward, stub, reference=relu_backward, forward=torch.relu)
+    assert report.passed and "reference answer shown" in report.title
+
+
+def test_parameter_count_check():
+    def right(sizes):
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+    report = check_parameter_count(right)
+    assert report.passed and "109,386 parameters" in str(report)
+    weights_only = check_parameter_count(lambda s: sum(a * b for a, b in zip(s, s[1:])))
+    assert len(weights_only.failed_names()) == 4
+    assert "the weights alone" in str(weights_only)
+    bias_per_input = check_parameter_count(lambda s: sum(a * b + a for a, b in zip(s, s[1:])))
+    assert "one bias per output, not per input" in str(bias_per_input)
+    assert "returned str" in str(check_parameter_count(lambda s: "109386"))
+
+
+def test_backward_check_for_relu_and_mse():
+    assert check_backward(lambda g, x: g * (x > 0), torch.relu).passed
+    report = check_backward(lambda g, x: g, torch.relu)  # forgot the mask
+    assert report.failed_names() == ["gradient of input 0"]
+    assert "largest error" in str(report)
+
+    def mse_grad(g, pred, target):
+        return g * 2 * (pred - target) / pred.numel()
+
+    shapes = ((6, 1), (6, 1))
+    assert check_backward(mse_grad, F.mse_loss, shapes=shapes).passed
+    no_mean = check_backward(lambda g, p, t: g * 2 * (p - t), F.mse_loss, shapes=shapes)
+    assert not no_mean.passed
+    both = check_backward(lambda g, p, t: (mse_grad(g, p, t), -mse_grad(g, p, t)), F.mse_loss,
+                          shapes=shapes, wrt=(0, 1))
+    assert both.passed and len(both.lines) == 2
+    assert "expected a tuple of 2 gradients" in str(
+        check_backward(mse_grad, F.mse_loss, shapes=shapes, wrt=(0, 1)))
+
+
+def test_sgd_update_check():
+    def right(params, lr):
+        with torch.no_grad():
+            for p in params:
+                p -= lr * p.grad
+                p.grad = None
+
+    report = check_sgd_update(right)
+    assert report.passed and len(report.lines) == 12
+
+    def not_in_place(params, lr):
+        for p in params:
+            p = p - lr * p.grad  # rebinds the name: the parameter itself never changes
+
+    report = check_sgd_update(not_in_place)
+    assert "weight1" in report.failed_names() and "never stepped" in str(report)
+    assert "weight1.grad" in report.failed_names()
+
+    def twice_and_never(params, lr):  # the source lesson's slip
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p -= lr * p.grad * (0 if i >= 4 else 2 if i >= 2 else 1)
+                p.grad.zero_()
+
+    report = check_sgd_update(twice_and_never)
+    assert report.failed_names() == ["weight2", "bias2", "weight3", "bias3"]
+    assert "stepped twice" in str(report)
+
+    def forgot_no_grad(params, lr):
+        for p in params:
+            p -= lr * p.grad
+
+    assert "raised RuntimeError" in str(check_sgd_update(forgot_no_grad))
+
+
+def reference_step(model, x, y, optimizer):
+    optimizer.zero_grad()
+    loss = F.mse_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def test_train_step_check():
+    before = torch.get_rng_state()
+    assert check_train_step(reference_step).passed
+    assert torch.equal(before, torch.get_rng_state())  # the caller's random stream is untouched
+
+    def no_zero_grad(model, x, y, optimizer):
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    report = check_train_step(no_zero_grad)
+    assert report.failed_names() == ["parameters after step 2"]
+    assert "zero_grad() before backward" in str(report)
+
+    def no_step(model, x, y, optimizer):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        return loss.item()
+
+    report = check_train_step(no_step)
+    assert report.failed_names() == ["parameters after step 1"] and "unchanged" in str(report)
+
+    def returns_nothing(model, x, y, optimizer):
+        reference_step(model, x, y, optimizer)
+
+    report = check_train_step(returns_nothing)
+    assert report.failed_names() == ["loss returned (step 1)", "loss returned (step 2)"]
+
+
+def test_mlp_check():
+    def right(sizes):
+        layers = [Linear(sizes[0], sizes[1])]
+        for a, b in zip(sizes[1:], sizes[2:]):
+            layers += [ScaledReLU(0.5), Linear(a, b)]
+        return nn.Sequential(*layers)
+
+    assert check_mlp(right).passed
+
+    def torch_layers(sizes):
+        return nn.Sequential(*[nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
+
+    report = check_mlp(torch_layers)
+    assert "sizes 6-5-4-2" in report.failed_names() and "not nn.Linear" in str(report)
+
+    def trailing_activation(sizes):
+        return nn.Sequential(*right(sizes), ScaledReLU(0.5))
+
+    report = check_mlp(trailing_activation)
+    assert report.failed_names() == ["sizes 6-5-4-2", "sizes 3-1"]
+    assert "returned list" in str(check_mlp(lambda s: [Linear(3, 1)]))
