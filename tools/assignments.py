@@ -16,6 +16,7 @@ Notebooks run in a kernel of *this* Python environment, whatever kernels the use
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -109,10 +110,10 @@ def validate(course: Path, names=()) -> dict:
     for name in source_assignments(course, names):
         for path in sorted((course / "source" / name).glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
-            by_source = {c.source.strip(): gid for c, gid in
-                         ((c, c.metadata.get("nbgrader", {}).get("grade_id")) for c in nb.cells)}
+            label = {c.source.strip(): c.metadata.get("nbgrader", {}).get("grade_id")
+                     or f"cell {i + 1} ({_first_line(c.source)})" for i, c in enumerate(nb.cells)}
             outcome = Validator(config=config).validate(str(path))
-            failed = {by_source.get(cell["source"]) or cell["source"][:60]: cell["raw_error"]
+            failed = {label.get(cell["source"], _first_line(cell["source"])): _error_summary(cell["raw_error"])
                       for cell in outcome.get("failed", [])}
             results[str(path.relative_to(course))] = {"tests": grade_ids(nb), "failed": failed}
     return results
@@ -127,7 +128,7 @@ def print_validation(results: dict) -> bool:
               f"{n - sum(t in failed for t in result['tests'])} of {n} test cells pass")
         for cell, error in failed.items():
             ok = False
-            print(f"    {cell}:\n        " + _strip_ansi(error).strip().replace("\n", "\n        "))
+            print(f"    {cell}:\n        " + error.replace("\n", "\n        "))
     return ok
 
 
@@ -332,6 +333,13 @@ def _first_line(text) -> str:
 def _last_line(text) -> str:
     lines = [ln for ln in _strip_ansi(str(text)).splitlines() if ln.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def _error_summary(traceback_text: str) -> str:
+    """The exception line of a cell's traceback and what follows it (a check's report)."""
+    lines = _strip_ansi(traceback_text).strip().splitlines()
+    starts = [i for i, ln in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit)\b", ln)]
+    return "\n".join(lines[starts[-1]:] if starts else lines[-1:]).strip()
 
 
 def _strip_ansi(text: str) -> str:
