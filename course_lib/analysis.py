@@ -1,0 +1,250 @@
+"""Read the run log and turn it into tables, HiPlot experiments and figures.
+
+``course_lib.train`` appends one JSON line per run to ``runs.jsonl``: flat keys for the run's
+config (``lr``, ``num_units``, ...), its results (``final_val_acc``, ``test_acc``, ...; accuracies
+are fractions in [0, 1]) and ``history``, a list of per-epoch dicts. This module only reads it:
+
+    runs = load_runs("runs/")            # one row per run
+    epochs = epochs_frame(runs)          # one row per run x epoch, with the run's hyperparameters
+    write_html(runs_experiment(runs), "runs/hiplot.html")   # standalone parallel plot
+    plot_hyperparameters(runs)           # the same comparison as a static matplotlib figure
+    print("\\n".join(conclusions(runs)))  # sentences computed from the numbers, not written ahead
+"""
+
+import json
+import os
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import hiplot as hip
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import PercentFormatter
+
+RUN_LOG = "runs.jsonl"
+# The config fields a sweep varies, in the order the plots show them.
+HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "epochs",
+                   "max_batches", "seed", "dataset")
+RUN_METRICS = ("final_train_loss", "final_train_acc", "best_val_loss", "final_val_loss",
+               "final_val_acc", "test_acc")
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def load_runs(path) -> pd.DataFrame:
+    """The run log as a DataFrame, one row per run, in the order the runs were logged.
+
+    Args:
+        path: a ``runs.jsonl`` file, or the directory holding one.
+    """
+    path = Path(path)
+    log = path / RUN_LOG if path.is_dir() else path
+    if not log.is_file():
+        raise FileNotFoundError(f"no run log at {log}: train first (`python -m course_lib train` "
+                                "or `python -m course_lib sweep`), or pass the directory it wrote to")
+    records = []
+    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{log}, line {number}: not valid JSON ({error.msg}); "
+                             "delete or repair that line") from None
+    if not records:
+        raise ValueError(f"{log} holds no runs yet: train first")
+    return pd.DataFrame(records)
+
+
+def epochs_frame(runs: pd.DataFrame, hyperparameters=HYPERPARAMETERS) -> pd.DataFrame:
+    """One row per (run, epoch): ``run_id``, the epoch's metrics, then the run's hyperparameters.
+
+    The epoch's own ``lr`` and ``seconds`` become ``epoch_lr`` and ``epoch_seconds`` so that they
+    do not clash with the run's ``lr``.
+    """
+    rows = [{"run_id": run_id, **epoch}
+            for run_id, history in zip(runs["run_id"], runs["history"]) for epoch in history]
+    table = pd.DataFrame(rows, columns=["run_id", "epoch", *EPOCH_METRICS, "lr", "seconds"])
+    table = table.rename(columns={"lr": "epoch_lr", "seconds": "epoch_seconds"})
+    keep = ["run_id", "status", *(c for c in hyperparameters if c in runs)]
+    return table.merge(runs[keep], on="run_id", how="left")
+
+
+def varying(frame: pd.DataFrame, columns=HYPERPARAMETERS) -> list:
+    """The columns among ``columns`` that take more than one value in ``frame``."""
+    return [c for c in columns if c in frame and frame[c].astype(str).nunique() > 1]
+
+
+def run_view(runs: pd.DataFrame, metrics=RUN_METRICS) -> pd.DataFrame:
+    """The per-run table worth reading: id, status, the hyperparameters that vary, the results."""
+    return runs[["run_id", "status", *varying(runs), *(m for m in metrics if m in runs)]]
+
+
+def runs_experiment(runs: pd.DataFrame, color_by: str = "final_val_acc") -> hip.Experiment:
+    """A HiPlot experiment with one datapoint (one line of the parallel plot) per run."""
+    return _experiment(run_view(runs), [r for r in runs["run_id"]], [None] * len(runs), color_by)
+
+
+def epochs_experiment(epochs: pd.DataFrame, color_by: str = "val_loss") -> hip.Experiment:
+    """A HiPlot experiment with one datapoint per epoch; each links to the run's previous epoch,
+    so HiPlot's XY view draws every run as a learning curve (epoch against validation loss)."""
+    uids = [f"{run}/{epoch}" for run, epoch in zip(epochs["run_id"], epochs["epoch"])]
+    first = epochs["run_id"] != epochs["run_id"].shift()
+    parents = [None if start else prev for start, prev in zip(first, [None, *uids[:-1]])]
+    columns = ["run_id", "epoch", *varying(epochs), *(m for m in EPOCH_METRICS if m in epochs)]
+    experiment = _experiment(epochs[columns], uids, parents, color_by)
+    experiment.display_data(hip.Displays.XY).update({"axis_x": "epoch", "axis_y": "val_loss"})
+    return experiment
+
+
+def _experiment(table: pd.DataFrame, uids, parents, color_by) -> hip.Experiment:
+    experiment = hip.Experiment.from_iterable(
+        {"uid": uid, "from_uid": parent, **row}
+        for uid, parent, row in zip(uids, parents, table.to_dict("records")))
+    if "lr" in table and (table["lr"] > 0).all() and table["lr"].nunique() > 1:
+        experiment.parameters_definition["lr"].type = hip.ValueType.NUMERIC_LOG
+    for name in ("optimizer", "init", "status", "run_id"):
+        if name in table:
+            experiment.parameters_definition[name].type = hip.ValueType.CATEGORICAL
+    experiment.display_data(hip.Displays.PARALLEL_PLOT).update(
+        {"order": list(table.columns), "hide": ["uid", "from_uid"]})
+    experiment.display_data(hip.Displays.TABLE)["order"] = list(table.columns)
+    experiment.colorby = color_by if color_by in table else None
+    return experiment
+
+
+class _Loads(HTMLParser):
+    """Collects the URLs that a page's tags make the browser fetch on load."""
+
+    ATTRIBUTES = {"script": "src", "img": "src", "iframe": "src", "source": "src",
+                  "embed": "src", "audio": "src", "video": "src", "link": "href", "object": "data"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        url = dict(attrs).get(self.ATTRIBUTES.get(tag, ""))
+        if url and not url.startswith(("data:", "blob:", "#")):
+            self.urls.append(url)
+
+
+def external_references(html: str) -> list:
+    """The URLs (network or file) that ``html`` loads through its tags; [] for a standalone page."""
+    parser = _Loads()
+    parser.feed(html)
+    return parser.urls
+
+
+def write_html(experiment: hip.Experiment, path) -> Path:
+    """Write ``experiment`` as one standalone HTML file (HiPlot's ``to_html``) and return its path.
+
+    The file embeds HiPlot's JavaScript and the data, so it opens offline in any browser. It is
+    written to a temporary file first and then renamed, so an existing report is never half
+    overwritten.
+    """
+    path = Path(path)
+    html = experiment.to_html()
+    loads = external_references(html)
+    if loads:
+        raise RuntimeError(f"the HiPlot page would load {loads}: it is not standalone")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
+                                     delete=False) as tmp:
+        tmp.write(html)
+    os.replace(tmp.name, path)
+    return path
+
+
+def hyperparameter_effects(runs: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFrame:
+    """For every hyperparameter that varies, each value's mean, best and count of ``metric``.
+
+    Values are sorted (numbers numerically). Runs without the metric (diverged, or interrupted
+    before their first epoch) are left out of the means.
+    """
+    parts = []
+    for name in varying(runs):
+        part = runs.groupby(name)[metric].agg(["mean", "max", "count"]).reset_index(names="value")
+        part.insert(0, "hyperparameter", name)
+        parts.append(part)
+    columns = ["hyperparameter", "value", "mean", "max", "count"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def plot_hyperparameters(runs: pd.DataFrame, metric: str = "final_val_acc"):
+    """The key comparison without JavaScript: ``metric`` against each varying hyperparameter.
+
+    One panel per hyperparameter; a dot per run, a bar at each value's mean. Returns the Figure.
+    """
+    effects = hyperparameter_effects(runs, metric)
+    names = list(dict.fromkeys(effects["hyperparameter"]))
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 3.2),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = effects[effects["hyperparameter"] == name]
+        position = {value: i for i, value in enumerate(rows["value"])}
+        ax.scatter(runs[name].map(position), runs[metric], alpha=0.7, zorder=2)
+        ax.scatter(range(len(rows)), rows["mean"], marker="_", s=600, color="black", zorder=3)
+        ax.set_xticks(range(len(rows)), [str(v) for v in rows["value"]])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        missing = int(runs[metric].isna().sum())
+        ax.set_title(name if not missing else f"{name} ({missing} runs without a value)")
+    axes[0][0].set_ylabel(metric.replace("_", " "))
+    if metric.endswith("_acc"):
+        axes[0][0].yaxis.set_major_formatter(PercentFormatter(1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(epochs: pd.DataFrame, metrics=("train_loss", "val_loss", "val_acc")):
+    """Learning curves: one panel per metric, one line per run (x: epoch). Returns the Figure."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for run_id, run in epochs.groupby("run_id", sort=False):
+            ax.plot(run["epoch"], run[metric], marker=".", label=run_id)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric.replace("_", " "))
+        if metric.endswith("_acc"):
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _fmt(metric: str, value) -> str:
+    return f"{value:.1%}" if metric.endswith("_acc") else f"{value:.4g}"
+
+
+def conclusions(runs: pd.DataFrame, metric: str = "final_val_acc") -> list:
+    """Plain sentences read off the runs: what ran, the best run, and each hyperparameter's effect.
+
+    Higher is better for accuracies, lower for losses. Nothing here is decided in advance: every
+    number and every "best" is computed from ``runs``.
+    """
+    higher = not metric.endswith("_loss")
+    scored = runs.dropna(subset=[metric])
+    statuses = runs["status"].value_counts()
+    lines = [f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in statuses.items()) + "."]
+    if scored.empty:
+        return lines + [f"No run has a {metric}, so there is nothing to compare."]
+    best = scored.loc[scored[metric].idxmax() if higher else scored[metric].idxmin()]
+    settings = ", ".join(f"{name}={best[name]}" for name in varying(runs))
+    line = f"Best run by {metric}: {best['run_id']} ({settings}) with {_fmt(metric, best[metric])}"
+    if "test_acc" in best and pd.notna(best["test_acc"]):
+        line += f"; its test accuracy is {best['test_acc']:.1%}"
+    lines.append(line + ".")
+    effects = hyperparameter_effects(runs, metric).dropna(subset=["mean"])
+    spreads = effects.groupby("hyperparameter", sort=False)["mean"].agg(lambda m: m.max() - m.min())
+    for name in spreads.sort_values(ascending=False).index:
+        rows = effects[effects["hyperparameter"] == name]
+        top = rows.loc[rows["mean"].idxmax() if higher else rows["mean"].idxmin()]
+        others = ", ".join(f"{v}: {_fmt(metric, m)}" for v, m in zip(rows["value"], rows["mean"])
+                           if v != top["value"])
+        lines.append(f"{name}: {top['value']} gives the {'highest' if higher else 'lowest'} mean "
+                     f"{metric} ({_fmt(metric, top['mean'])} over {top['count']} runs; {others}).")
+    failed = runs[runs[metric].isna()]
+    for _, run in failed.iterrows():
+        detail = ", ".join(f"{name}={run[name]}" for name in varying(runs))
+        why = {"diverged": "it diverged", "interrupted": "it was interrupted"}.get(
+            run["status"], f"status {run['status']}")
+        lines.append(f"{run['run_id']} ({detail}) has no {metric}: {why}.")
+    return lines
