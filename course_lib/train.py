@@ -1,0 +1,485 @@
+"""Training the course MLP: ``TrainConfig``, ``train_epoch``, ``evaluate``, ``fit``; run log, checkpoints.
+
+``fit(config)`` trains ``NeuralNet(config.num_units)`` (built from the custom ``Linear``) and leaves
+two things in ``out_dir`` (default: the checkout's ``runs/``, or ``$COURSE_RUNS_DIR``):
+
+``<out_dir>/<run_id>/best.pt``
+    the state dict of the epoch with the lowest validation loss:
+    ``NeuralNet(num_units).load_state_dict(torch.load(path, weights_only=True))``.
+``<out_dir>/<run_id>/last.pt``
+    the state to resume from (model, optimizer, scheduler, epoch, history, RNG states, the config
+    as a dict), written at the end of every epoch; ``fit(config, resume=run_id)`` continues it.
+``<out_dir>/runs.jsonl``
+    the run log: one JSON object per line, one line per run, appended when the run ends, also
+    when it is interrupted (Ctrl-C) or stopped by a NaN/infinite loss. Read it with
+    ``read_run_log(out_dir)`` or ``pandas.read_json(path, lines=True)``. Flat keys:
+
+    run_id, status ("completed" | "interrupted" | "diverged"), every ``TrainConfig`` field
+    (dataset, epochs, batch_size, lr, momentum, optimizer, weight_decay, schedule, shift,
+    num_units, seed, device, max_batches, data_dir, out_dir), resolved_dataset (e.g. "mnist-5k"
+    when "auto" fell back), device_used, torch_version, torchvision_version, python_version,
+    course_lib_version, started_at (ISO 8601, UTC), wall_seconds, train_seconds,
+    samples_per_second, epochs_completed, resumed_at_epoch (0 for a fresh run), best_epoch,
+    best_val_loss, final_train_loss, final_train_acc, final_val_loss, final_val_acc, test_loss,
+    test_acc (of the best checkpoint; null unless completed), checkpoint (best.pt's path relative
+    to out_dir), and history: a list of per-epoch dicts
+    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds}, where lr is the learning
+    rate at the epoch's first batch and seconds its training time (evaluation excluded, so the
+    seconds add up to train_seconds). input_mean and input_std give the normalisation the model
+    expects: ``x = (pixel / 255 - input_mean) / input_std``.
+
+Accuracies are fractions in [0, 1]: correct predictions counted over every sample. Numbers that
+are not finite are written as null. A resumed run appends a new line with the same run_id; keep
+the last line of each run with ``df.drop_duplicates("run_id", keep="last")``.
+"""
+
+import contextlib
+import dataclasses
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import secrets
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data import DATASETS, Data, load_data, repo_root, user_dir
+from .models import NeuralNet
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
+EVAL_BATCH_SIZE = 4096
+RUN_LOG = "runs.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run. The defaults train well in under a minute on a 2-core CPU.
+
+    ``lr=None`` takes the optimizer's default (``DEFAULT_LR``). ``sgd`` uses Nesterov momentum
+    (``momentum``); ``adam`` ignores ``momentum``. ``schedule="cosine"`` lowers the learning rate
+    after every batch as ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` over the run's ``T`` batches.
+    ``shift`` moves each training batch by up to that many pixels in x and y (augmentation).
+    ``max_batches`` caps the batches per epoch: the fast mode for notebooks and CI.
+    """
+
+    dataset: str = "auto"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float | None = None
+    momentum: float = 0.9
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    shift: int = 1
+    num_units: int = 128
+    seed: int = 0
+    device: str = "auto"
+    max_batches: int | None = None
+    data_dir: str | None = None
+    out_dir: str | None = None
+
+    def __post_init__(self):
+        def need(ok, what):
+            if not ok:
+                raise ValueError(f"TrainConfig: {what}")
+
+        need(self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        need(self.optimizer in DEFAULT_LR, f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        need(self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "num_units"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= (2 if name == "num_units" else 1),
+                 f"{name} must be a positive integer, got {value!r}")
+        need(self.max_batches is None or (isinstance(self.max_batches, int) and self.max_batches >= 1),
+             f"max_batches must be a positive integer or None, got {self.max_batches!r}")
+        need(isinstance(self.shift, int) and 0 <= self.shift <= 4, f"shift must be 0..4 pixels, got {self.shift!r}")
+        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr must be a positive number, got {self.lr!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def resolve_device(device="auto") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; asking for a missing CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False; "
+                         "use device 'cpu' or 'auto'")
+    return device
+
+
+def resolve_out_dir(out_dir=None) -> Path:
+    """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
+    if out_dir:
+        return Path(out_dir).expanduser()
+    if os.environ.get("COURSE_RUNS_DIR"):
+        return Path(os.environ["COURSE_RUNS_DIR"]).expanduser()
+    root = repo_root()
+    return root / "runs" if root is not None else user_dir("runs")
+
+
+# --------------------------------------------------------------------------------------------
+# One epoch of training, one pass of evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
+    """One pass over ``batches`` of ``(images, labels)``; return ``(loss, accuracy, samples)``.
+
+    Loss and accuracy are over every sample seen (sums, not a mean of batch means). They are kept
+    as tensors on the device, so the loop never waits for the device, except every few percent
+    of the epoch, when ``progress`` (a tqdm bar) shows them and a NaN/infinite loss is caught.
+    """
+    model.train()
+    loss_sum = correct = 0
+    samples = step = 0
+    check_every = max(1, (progress.total or 0) // 20) if progress is not None else 50
+    for step, (images, labels) in enumerate(batches, 1):
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum = loss_sum + loss.detach() * len(labels)
+        correct = correct + (logits.detach().argmax(1) == labels).sum()
+        samples += len(labels)
+        if step % check_every == 0:
+            _check_finite(loss_sum, samples, progress, check_every)
+    _check_finite(loss_sum, samples, progress, step % check_every if samples else 0)
+    return float(loss_sum) / max(samples, 1), float(correct) / max(samples, 1), samples
+
+
+def _check_finite(loss_sum, samples, progress, advance):
+    if not samples:
+        return
+    mean = float(loss_sum) / samples
+    if not math.isfinite(mean):
+        raise TrainingDiverged(f"the training loss became {mean}")
+    if progress is not None:
+        progress.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        progress.update(advance)
+
+
+@torch.no_grad()
+def evaluate(model, batches):
+    """``(loss, accuracy)`` of ``model`` over every sample of ``batches`` (in order, no shuffling)."""
+    model.eval()
+    loss_sum = correct = 0
+    samples = 0
+    for images, labels in batches:
+        logits = model(images)
+        loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
+        correct = correct + (logits.argmax(1) == labels).sum()
+        samples += len(labels)
+    if not samples:
+        raise ValueError("evaluate: no batches to evaluate")
+    return float(loss_sum) / samples, float(correct) / samples
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
+    """The optimizer and the per-batch learning-rate scheduler that ``config`` asks for."""
+    lr = config.learning_rate
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                    nesterov=config.momentum > 0, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    total = config.epochs * steps_per_epoch
+
+    def factor(step):  # lr after `step` batches = lr * factor(step)
+        if config.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------------------------
+# Files: atomic writes, the run log
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a half-written file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(obj, path) -> None:
+    """``torch.save`` through ``atomic_write``; load with ``torch.load(path, weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def append_run_log(path, record: dict) -> None:
+    """Append ``record`` as one JSON line, in one write, flushed to disk."""
+    line = json.dumps(_finite(record), allow_nan=False) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line  # a run killed mid-write left a partial line: start a fresh one
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_run_log(path_or_dir=None):
+    """The run log as a ``pandas.DataFrame``, one row per line (a folder means its runs.jsonl).
+
+    Lines that are not valid JSON (a run killed while writing) are skipped with a warning.
+    """
+    import pandas as pd
+
+    path = resolve_out_dir(path_or_dir)
+    if path.is_dir():
+        path = path / RUN_LOG
+    if not path.is_file():
+        raise FileNotFoundError(f"no run log at {path}: train a model first (python -m course_lib train)")
+    records, bad = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped line(s) {bad}, not valid JSON (a run cut short while "
+                      "writing its record)", stacklevel=2)
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------
+# fit: the whole run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What ``fit`` returns: the run-log record and the model holding the best checkpoint."""
+
+    record: dict
+    model: nn.Module
+    out_dir: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.record["run_id"]
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.record["test_acc"]
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.out_dir / self.record["checkpoint"] if self.record["checkpoint"] else None
+
+    @property
+    def run_log(self) -> Path:
+        return self.out_dir / RUN_LOG
+
+
+def _new_run_id(out_dir: Path) -> str:
+    while True:  # the random suffix keeps two runs started in the same second apart
+        run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        if not (out_dir / run_id).exists():
+            return run_id
+
+
+def _find_resume(resume, out_dir: Path) -> Path:
+    path = Path(resume)
+    for candidate in (path, path / "last.pt", out_dir / str(resume) / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"nothing to resume at {resume!r}: give a run id in {out_dir}, a run folder, or its "
+        "last.pt (a run can be resumed once it has finished its first epoch)")
+
+
+def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = None,
+        progress: bool = True, on_epoch=None) -> RunResult:
+    """Train ``NeuralNet`` as ``config`` says, keep the best checkpoint, test it, log the run.
+
+    Each epoch trains on the training split (shuffled by a generator seeded with ``config.seed``),
+    then evaluates on the validation split; the epoch with the lowest validation loss is saved
+    as ``best.pt``, and test loss/accuracy are measured with those weights at the end.
+
+    Args:
+        config: the run's settings (``TrainConfig()`` when omitted).
+        resume: a run id (in ``config.out_dir``), a run folder or a ``last.pt``: continue that
+            run with its own saved config; the result equals an uninterrupted run's on the CPU.
+        data: already loaded ``Data`` to train on, instead of loading ``config.dataset``.
+        progress: show tqdm progress bars.
+        on_epoch: called as ``on_epoch(history_row, model)`` after every epoch.
+
+    Raises:
+        KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact).
+        TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
+    """
+    wall_start = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out_dir = resolve_out_dir(config.out_dir if config else None)
+    state = None
+    if resume is not None:
+        last = _find_resume(resume, out_dir)
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        config = TrainConfig(**state["config"])
+        out_dir = last.parent.parent
+    config = config if config is not None else TrainConfig()
+    device = resolve_device(config.device)
+    if data is None:
+        data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)
+
+    torch.manual_seed(config.seed)
+    model = NeuralNet(config.num_units).to(device)
+    steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
+    optimizer, scheduler = make_optimizer(config, model, steps)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    s = {"history": [], "best_val_loss": math.inf, "best_epoch": None, "train_seconds": 0.0,
+         "wall_seconds": 0.0, "samples": 0, "epoch": 0, "run_id": None}
+    if state is not None:
+        s.update({k: state[k] for k in s})
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    resumed_at = s["epoch"]
+    run_id = s["run_id"] = s["run_id"] or _new_run_id(out_dir)
+    run_dir = out_dir / run_id
+    status, test, failure = "interrupted", (None, None), None
+
+    def record():
+        last = s["history"][-1] if s["history"] else {}
+        return {
+            "run_id": run_id, "status": status,
+            **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+            "lr": config.learning_rate, "resolved_dataset": data.name, "device_used": str(device),
+            "torch_version": torch.__version__, "torchvision_version": _torchvision_version(),
+            "python_version": platform.python_version(), "course_lib_version": __version__,
+            "started_at": started_at,
+            "wall_seconds": s["wall_seconds"] + time.perf_counter() - wall_start,
+            "train_seconds": s["train_seconds"],
+            "samples_per_second": s["samples"] / s["train_seconds"] if s["train_seconds"] else None,
+            "epochs_completed": len(s["history"]), "resumed_at_epoch": resumed_at,
+            "best_epoch": s["best_epoch"], "best_val_loss": s["best_val_loss"],
+            **{f"final_{k}": last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            "test_loss": test[0], "test_acc": test[1],
+            "checkpoint": f"{run_id}/best.pt" if s["best_epoch"] is not None else None,
+            "input_mean": data.mean, "input_std": data.std,
+            "history": s["history"],
+        }
+
+    bar = tqdm(total=config.epochs, initial=s["epoch"], unit="epoch", desc=f"{data.name}",
+               disable=not progress)
+    try:
+        for epoch in range(s["epoch"] + 1, config.epochs + 1):
+            start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+            batches = itertools.islice(
+                data.train.batches(config.batch_size, generator, shift=config.shift), steps)
+            with tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False,
+                      disable=not progress) as epoch_bar:
+                try:
+                    train_loss, train_acc, samples = train_epoch(
+                        model, batches, optimizer, scheduler, epoch_bar if progress else None)
+                except TrainingDiverged as e:
+                    raise TrainingDiverged(
+                        f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which "
+                        f"is probably too high: try a lower one, e.g. lr={lr / 10:.3g} "
+                        f"(--lr {lr / 10:.3g})") from None
+            seconds = time.perf_counter() - start
+            s["train_seconds"] += seconds
+            s["samples"] += samples
+            val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds}
+            s["history"].append(row)
+            if val_loss < s["best_val_loss"]:
+                save_checkpoint(model.state_dict(), run_dir / "best.pt")
+                s["best_val_loss"], s["best_epoch"] = val_loss, epoch
+            s["epoch"] = epoch
+            s["wall_seconds"] += time.perf_counter() - wall_start
+            wall_start = time.perf_counter()
+            save_checkpoint({
+                **s, "config": dataclasses.asdict(config), "resolved_dataset": data.name,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }, run_dir / "last.pt")
+            bar.set_postfix(train_acc=f"{train_acc:.4f}", val_loss=f"{val_loss:.4f}",
+                            val_acc=f"{val_acc:.4f}", refresh=False)
+            bar.update(1)
+            if on_epoch is not None:
+                on_epoch(row, model)
+        if s["best_epoch"] is None:
+            raise TrainingDiverged("no epoch gave a finite validation loss")
+        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
+        test = evaluate(model, data.test.batches(EVAL_BATCH_SIZE))
+        status = "completed"
+    except TrainingDiverged as e:
+        status, failure = "diverged", e
+    except BaseException as e:  # Ctrl-C, or a bug: log what was done, then let it propagate
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        raise
+    finally:
+        bar.close()
+        final = record()
+        append_run_log(out_dir / RUN_LOG, final)
+    if failure is not None:
+        raise failure
+    return RunResult(final, model, out_dir)
+
+
+def _torchvision_version() -> str:
+    import torchvision
+
+    return torchvision.__version__

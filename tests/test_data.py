@@ -1,0 +1,323 @@
+"""``course_lib.data``: data directory, IDX files, datasets by name (offline), both batch paths.
+
+No test needs the network or the real datasets: IDX files are written into tmp folders, and "no
+network" is simulated by making ``urlopen`` (what torchvision downloads with) fail.
+"""
+
+import gzip
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES
+
+from course_lib import data
+from course_lib.data import (FILES, DataError, DatasetFallbackWarning, DatasetUnavailable, RawData,
+                             Split, load_data, load_raw, read_idx, shift_images, stratified_split,
+                             synthetic, write_idx, write_raw)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every download fails at once, as it does without a network; records the socket timeout."""
+    timeouts = []
+
+    def no_network(*args, **kwargs):
+        timeouts.append(socket.getdefaulttimeout())
+        raise urllib.error.URLError("simulated: no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    return timeouts
+
+
+@pytest.fixture
+def no_system_fashion(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-such-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# The data directory
+# ---------------------------------------------------------------------------------------------
+
+
+def test_data_dir_is_argument_then_environment_then_checkout(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "from-env"))
+    assert data.resolve_data_dir(tmp_path / "given") == tmp_path / "given"
+    assert data.resolve_data_dir() == tmp_path / "from-env"
+    monkeypatch.delenv("COURSE_DATA_DIR")
+    checkout = Path(data.__file__).resolve().parent.parent
+    assert data.resolve_data_dir() == checkout / "data"  # not the working directory
+
+
+def test_data_dir_outside_a_checkout_is_a_per_user_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "repo_root", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert data.resolve_data_dir() == tmp_path / "cache" / "course_lib" / "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_read_idx_follows_the_format(tmp_path):
+    """Header bytes written by hand: 0, 0, type 0x08 (uint8), 2 dims, sizes 2 and 3 big-endian."""
+    (tmp_path / "u8").write_bytes(bytes([0, 0, 0x08, 2]) + struct.pack(">II", 2, 3) + bytes([1, 2, 3, 250, 251, 252]))
+    (tmp_path / "i32").write_bytes(bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -7, 70000))
+    u8, i32 = read_idx(tmp_path / "u8"), read_idx(tmp_path / "i32")
+    assert u8.dtype == torch.uint8 and u8.tolist() == [[1, 2, 3], [250, 251, 252]]
+    assert i32.dtype == torch.int32 and i32.tolist() == [-7, 70000]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    values = (np.arange(2 * 3 * 4).reshape(2, 3, 4) * 7 - 20).astype(dtype)
+    if dtype == np.uint8:
+        values = np.arange(24, dtype=np.uint8).reshape(2, 3, 4) * 10
+    path = tmp_path / f"values-idx3{suffix}"
+    write_idx(path, values)
+    if suffix == ".gz":
+        assert path.read_bytes()[:2] == b"\x1f\x8b"  # really gzipped
+        header = gzip.decompress(path.read_bytes())[:16]
+    else:
+        header = path.read_bytes()[:16]
+    assert header[:2] == b"\0\0" and header[3] == 3
+    assert struct.unpack(">III", header[4:16]) == (2, 3, 4)
+    back = read_idx(path)
+    assert back.shape == (2, 3, 4)
+    np.testing.assert_array_equal(back.numpy(), values)
+
+
+def _corrupt(path: Path, how: str) -> None:
+    content = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(content[: len(content) - 100])
+    elif how == "bad header":
+        path.write_bytes(b"<html>" + content[6:])
+    elif how == "truncated gzip":
+        path.write_bytes(content[: len(content) // 2])
+    elif how == "not gzip":
+        path.write_bytes(b"this is not gzip data at all")
+
+
+@pytest.mark.parametrize("suffix,how", [
+    ("", "truncated"), ("", "bad header"), (".gz", "truncated gzip"), (".gz", "not gzip"),
+])
+def test_damaged_idx_file_names_the_file_and_the_fix(tmp_path, suffix, how):
+    path = tmp_path / f"train-images-idx3-ubyte{suffix}"
+    write_idx(path, np.zeros((10, 28, 28), np.uint8))
+    _corrupt(path, how)
+    with pytest.raises(DataError) as err:
+        read_idx(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "delete it" in message and "downloaded again" in message
+
+
+def test_damaged_mnist_file_in_the_data_dir_is_reported(tmp_path, offline):
+    raw = synthetic(40, 20)
+    folder = write_raw(raw, tmp_path / "MNIST" / "raw")
+    _corrupt(folder / "train-labels-idx1-ubyte", "truncated")
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.*delete it"):
+        load_raw("mnist", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets by name
+# ---------------------------------------------------------------------------------------------
+
+
+def _assert_same(a: RawData, b: RawData) -> None:
+    for x, y in zip(a[1:], b[1:]):
+        assert torch.equal(x, y)
+
+
+def test_mnist_is_read_from_torchvisions_layout_without_network(tmp_path, offline):
+    raw = synthetic(50, 20)
+    write_raw(raw, tmp_path / "MNIST" / "raw")
+    loaded = load_raw("mnist", tmp_path)
+    assert loaded.name == "mnist" and not offline  # no download was even tried
+    _assert_same(loaded, raw)
+    assert loaded.train_labels.dtype == torch.int64
+
+
+def test_fashion_mnist_is_read_in_place_from_the_system_copy(tmp_path, monkeypatch, offline):
+    system = tmp_path / "system"
+    raw = synthetic(50, 20, seed=3)
+    write_raw(raw, system, compress=True)
+    before = sorted(p.name for p in system.iterdir())
+    system.chmod(0o555)  # read-only, as under /usr/share
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", system)
+    try:
+        loaded = load_raw("fashion-mnist", tmp_path / "data")
+    finally:
+        system.chmod(0o755)
+    assert loaded.name == "fashion-mnist" and not offline
+    _assert_same(loaded, raw)
+    assert sorted(p.name for p in system.iterdir()) == before  # nothing written there
+    assert not (tmp_path / "data").exists()  # nor copied into the data directory
+
+
+def test_fashion_mnist_in_the_data_dir_comes_before_the_system_copy(tmp_path, monkeypatch):
+    write_raw(synthetic(50, 20, seed=1), tmp_path / "system", compress=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    mine = synthetic(30, 10, seed=2)
+    write_raw(mine, tmp_path / "FashionMNIST" / "raw")
+    _assert_same(load_raw("fashion-mnist", tmp_path), mine)
+
+
+def test_strict_mnist_offline_fails_fast_saying_how_to_get_it(tmp_path, offline):
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailable) as err:
+        load_raw("mnist", tmp_path)
+    assert time.perf_counter() - start < 5
+    message = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in message and "internet" in message
+    assert all(f"{stem}.gz" in message for stem in FILES)
+    assert offline and all(t == data.DOWNLOAD_TIMEOUT_S for t in offline)  # short timeout set
+    assert socket.getdefaulttimeout() is None  # and put back afterwards
+
+
+def test_fashion_mnist_offline_without_any_copy_says_how_to_get_it(tmp_path, offline, no_system_fashion):
+    with pytest.raises(DatasetUnavailable, match="FashionMNIST"):
+        load_raw("fashion-mnist", tmp_path)
+
+
+def test_auto_offline_falls_back_to_mnist_5k_with_one_warning_line(tmp_path, offline):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_raw("auto", tmp_path)
+    assert loaded.name == "mnist-5k"
+    assert [w.category for w in caught] == [DatasetFallbackWarning]
+    message = str(caught[0].message)
+    assert "\n" not in message and "mnist-5k" in message and "not comparable" in message
+
+
+def test_auto_uses_full_mnist_when_present(tmp_path, offline):
+    write_raw(synthetic(50, 20), tmp_path / "MNIST" / "raw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        assert load_raw("auto", tmp_path).name == "mnist"
+
+
+def test_mnist_5k_is_a_fixed_stratified_4000_1000_split():
+    first, second = data.mnist_5k(), data.mnist_5k()
+    _assert_same(first, second)
+    assert first.train_images.shape == (4000, 28, 28) and first.test_images.shape == (1000, 28, 28)
+    assert first.train_images.dtype == torch.uint8 and int(first.train_images.max()) == 255
+    assert torch.bincount(first.train_labels).tolist() == [400] * 10
+    assert torch.bincount(first.test_labels).tolist() == [100] * 10
+    # disjoint: no test image is also a training image
+    train = {bytes(x.numpy()) for x in first.train_images}
+    assert not any(bytes(x.numpy()) in train for x in first.test_images)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="unknown dataset 'mnsit'.*mnist-5k"):
+        load_raw("mnsit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and batches
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stratified_split_is_deterministic_disjoint_and_balanced():
+    labels = torch.arange(300) % 3
+    keep, hold = stratified_split(labels, 30, seed=5)
+    assert len(keep) == 270 and len(hold) == 30
+    assert sorted(torch.cat([keep, hold]).tolist()) == list(range(300))
+    assert torch.bincount(labels[hold]).tolist() == [10, 10, 10]
+    again_keep, again_hold = stratified_split(labels, 30, seed=5)
+    assert torch.equal(hold, again_hold) and torch.equal(keep, again_keep)
+    assert not torch.equal(hold, stratified_split(labels, 30, seed=6)[1])
+
+
+def test_load_data_normalises_with_training_statistics():
+    raw = synthetic(240, 60)
+    d = load_data(raw=raw)
+    assert (len(d.train), len(d.val), len(d.test)) == (216, 24, 60)  # 10% validation
+    assert set(torch.bincount(d.val.labels, minlength=10).tolist()) <= {2, 3}  # stratified
+    assert d.train.images.shape == (216, 1, 28, 28) and d.train.images.dtype == torch.float32
+    assert abs(d.train.images.mean().item()) < 1e-4
+    assert abs(d.train.images.std().item() - 1) < 1e-3
+    expected = (raw.test_images[:5].float() / 255 - d.mean) / d.std
+    torch.testing.assert_close(d.test.images[:5, 0], expected)
+    assert d.train.fill == pytest.approx(-d.mean / d.std)  # a black pixel
+
+
+def test_batches_in_order_cover_everything_and_the_last_is_short():
+    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    sizes = [len(y) for _, y in split.batches(4)]
+    assert sizes == [4, 4, 2] and split.num_batches(4) == 3
+    assert torch.cat([y for _, y in split.batches(4)]).tolist() == list(range(10))
+
+
+def test_shuffled_batches_follow_the_seed_and_see_each_sample_once():
+    split = Split(torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100))
+
+    def order(seed):
+        return torch.cat([y for _, y in split.batches(16, torch.Generator().manual_seed(seed))])
+
+    assert sorted(order(0).tolist()) == list(range(100))
+    assert torch.equal(order(0), order(0))
+    assert not torch.equal(order(0), order(1))
+    for x, y in split.batches(16, torch.Generator().manual_seed(0)):
+        assert torch.equal(x.flatten(), y.float())  # images stay with their labels
+
+
+def test_shift_images_moves_and_fills():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    moved = shift_images(x, 1, -1, pad=1, fill=-9.0)  # down one, left one
+    expected = torch.tensor([[-9, -9, -9, -9], [1, 2, 3, -9], [5, 6, 7, -9], [9, 10, 11, -9.0]])
+    assert torch.equal(moved[0, 0], expected)
+    assert torch.equal(shift_images(x, 0, 0, pad=2, fill=0.0), x)
+
+
+def test_shifted_batches_are_shifts_of_the_right_images():
+    n = 64
+    images = torch.rand(n, 1, 28, 28)
+    split = Split(images, torch.arange(n), fill=-1.0)
+    seen = set()
+    for x, y in split.batches(8, torch.Generator().manual_seed(0), shift=1):
+        candidates = {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if torch.equal(x, shift_images(images[y], dy, dx, 1, -1.0))}
+        assert len(candidates) == 1
+        seen |= candidates
+    assert len(seen) > 1  # batches really are moved, not all by the same amount
+
+
+def test_classic_loader_gives_the_same_inputs_as_the_fast_path():
+    raw = synthetic(40, 10)
+    d = load_data(raw=raw)
+    images, labels = raw.test_images, raw.test_labels
+    loader = data.classic_loader(images, labels, d.mean, d.std, batch_size=4, shuffle=False)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 1, 28, 28) and y.tolist() == labels[:4].tolist()
+    torch.testing.assert_close(x, d.test.images[:4])
+
+    def first_labels(seed):
+        loader = data.classic_loader(images, labels, d.mean, d.std, batch_size=10, seed=seed)
+        return next(iter(loader))[1].tolist()
+
+    assert first_labels(1) == first_labels(1) != labels.tolist()  # shuffled, by the seed
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fast_path_lives_on_the_device(device):
+    d = load_data(raw=synthetic(40, 10), device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    x, y = next(iter(d.train.batches(8, g, shift=1)))
+    assert x.device.type == device and y.device.type == device
+    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
