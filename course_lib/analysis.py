@@ -106,8 +106,10 @@ def _experiment(table: pd.DataFrame, uids, parents, color_by) -> hip.Experiment:
     for name in ("optimizer", "init", "status", "run_id"):
         if name in table:
             experiment.parameters_definition[name].type = hip.ValueType.CATEGORICAL
+    # HiPlot draws the first column of "order" rightmost: reversed, hyperparameters come first
+    # (left) and results last (right), as in the table.
     experiment.display_data(hip.Displays.PARALLEL_PLOT).update(
-        {"order": list(table.columns), "hide": ["uid", "from_uid"]})
+        {"order": list(reversed(table.columns)), "hide": ["uid", "from_uid"]})
     experiment.display_data(hip.Displays.TABLE)["order"] = list(table.columns)
     experiment.colorby = color_by if color_by in table else None
     return experiment

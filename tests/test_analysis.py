@@ -128,8 +128,9 @@ def test_runs_experiment_has_one_datapoint_per_run_with_its_values(runs):
     assert "history" not in by_id["run05"] and "started_at" not in by_id["run05"]
     assert experiment.colorby == "final_val_acc"
     assert experiment.parameters_definition["lr"].type.value == "numericlog"
-    order = experiment.display_data("PARALLEL_PLOT")["order"]
+    order = experiment.display_data("TABLE")["order"]
     assert order[:5] == ["run_id", "status", "lr", "num_units", "optimizer"]
+    assert experiment.display_data("PARALLEL_PLOT")["order"] == order[::-1]  # drawn right to left
     experiment.validate()
 
 

@@ -1,0 +1,249 @@
+"""What a person sees in a real browser: the exported HiPlot page, and a lesson run in JupyterLab.
+
+Debian's ``chromium`` (``sudo apt-get install chromium``) driven by the ``playwright`` package
+through ``executable_path``: playwright's own browser download is never needed. Without chromium
+these tests skip, saying so.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib import analysis
+from test_analysis import GRID, make_run, write_log
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file()
+                                         else None)
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LESSON = "01_forward_pass.ipynb"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                       "(sudo apt-get install chromium); the browser tests need it"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+# --- The exported HiPlot page ----------------------------------------------------------------
+
+# Counts the lines drawn on each canvas since it was last cleared: HiPlot draws the parallel
+# plot's lines on a <canvas> (one beginPath ... stroke per datapoint), so they are not in the DOM.
+COUNT_STROKES = """
+(() => {
+  const ctx = CanvasRenderingContext2D.prototype;
+  const stroke = ctx.stroke, clearRect = ctx.clearRect;
+  ctx.stroke = function (...args) {
+    this.canvas.dataset.strokes = String(Number(this.canvas.dataset.strokes || 0) + 1);
+    return stroke.apply(this, args);
+  };
+  ctx.clearRect = function (...args) {
+    this.canvas.dataset.strokes = "0";
+    return clearRect.apply(this, args);
+  };
+})();
+"""
+AXES_LEFT_TO_RIGHT = """groups => groups
+  .map(g => [g.transform.baseVal.consolidate().matrix.e, g.querySelector(".label-name").textContent])
+  .sort((a, b) => a[0] - b[0]).map(pair => pair[1])"""
+LINES_DRAWN = """Math.max(0, ...Array.from(document.querySelectorAll('.pplot-root canvas'),
+                                       c => Number(c.dataset.strokes || 0)))"""
+
+
+def open_page(browser, url, script=None):
+    """A new page with every request, page error and console error recorded; any request that
+    would leave the machine is aborted (and recorded), so the test never waits on a network."""
+    page = browser.new_page()
+    seen = {"requests": [], "errors": []}
+    page.on("request", lambda request: seen["requests"].append(request.url))
+    page.on("pageerror", lambda error: seen["errors"].append(f"page error: {error}"))
+    page.on("console", lambda message: message.type == "error"
+            and seen["errors"].append(f"console error: {message.text}"))
+    local = re.compile(r"^(file|data|blob):")
+    page.route(lambda url: not local.match(url), lambda route: route.abort())
+    if script:
+        page.add_init_script(script)
+    page.goto(url)
+    return page, seen
+
+
+def wait_until_stable(page, expression, timeout=20.0, settle=1.0):
+    """Evaluate ``expression`` until its value has not changed for ``settle`` seconds."""
+    deadline, last, since = time.monotonic() + timeout, object(), time.monotonic()
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value != last:
+            last, since = value, time.monotonic()
+        elif value and time.monotonic() - since >= settle:
+            break
+        page.wait_for_timeout(200)
+    return last
+
+
+@pytest.mark.parametrize("view", ["runs", "epochs"])
+def test_exported_hiplot_page_draws_one_line_per_datapoint_offline(browser, tmp_path, view):
+    records = [make_run(i, *combo, epochs=2) for i, combo in enumerate(GRID[:7])]
+    runs = analysis.load_runs(write_log(tmp_path / "runs", records))
+    if view == "runs":
+        experiment, expected_lines = analysis.runs_experiment(runs), len(runs)  # 7 runs
+    else:
+        experiment = analysis.epochs_experiment(analysis.epochs_frame(runs))
+        expected_lines = 2 * len(runs)  # 7 runs x 2 epochs
+    page_file = analysis.write_html(experiment, tmp_path / f"{view}.html")
+
+    page, seen = open_page(browser, page_file.as_uri(), script=COUNT_STROKES)
+    try:
+        page.wait_for_selector(".pplot-root svg g.dimension", timeout=20_000)
+        lines = wait_until_stable(page, LINES_DRAWN)
+        axes = page.eval_on_selector_all(".pplot-root g.dimension", AXES_LEFT_TO_RIGHT)
+        canvases = page.locator(".pplot-root canvas").count()
+    finally:
+        page.close()
+
+    assert lines == expected_lines, f"{lines} lines drawn for {expected_lines} datapoints"
+    assert canvases >= 1
+    # HiPlot leaves out columns that hold a single value (here: status, and the losses of the
+    # made-up runs); every other exported column is an axis, left to right as in the table.
+    columns = experiment.display_data("TABLE")["order"]
+    values = {c: {json.dumps(d.values.get(c)) for d in experiment.datapoints} for c in columns}
+    assert axes == [c for c in columns if len(values[c]) > 1]
+    assert seen["errors"] == []
+    assert seen["requests"] == [page_file.as_uri()], "the page fetched more than itself"
+
+
+# --- A lesson run in JupyterLab ---------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base, token, path, method="GET"):
+    request = urllib.request.Request(f"{base}{path}", method=method,
+                                     headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab from this venv on 127.0.0.1, serving a clean copy of the lessons; always stopped.
+
+    The copy has its outputs and execution counts cleared, so a finished run can be told from the
+    committed outputs, and the repository's notebooks are never touched. Jupyter's config,
+    runtime and data folders are temporary: nothing of the user's set-up is read or written.
+    """
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    (tmp_path / "assets").symlink_to(ROOT / "assets", target_is_directory=True)
+    for source in (ROOT / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(source, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(nb, root / source.name)
+    config = tmp_path / "jupyter-config"
+    # JupyterLab's "get Jupyter news?" pop-up would sit over the page.
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+               JUPYTER_DATA_DIR=str(tmp_path / "data"), IPYTHONDIR=str(tmp_path / "ipython"))
+    env.pop("MPLBACKEND", None)  # a non-inline backend (Agg in CI) would warn on every plt.show()
+    port, token = free_port(), secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "jupyterlab.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                api(base, token, "/api/status")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+        yield {"url": base, "token": token, "root": root, "log": log_path}
+    finally:
+        try:
+            api(base, token, "/api/shutdown", method="POST")  # shuts its kernels down too
+            server.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            server.kill()
+            server.wait(timeout=15)
+
+
+NOTEBOOK = "window.jupyterapp.shell.currentWidget"
+KERNEL_IDLE = f"""(() => {{
+  const w = {NOTEBOOK};
+  const kernel = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!kernel && kernel.status === "idle";
+}})()"""
+# Done when every code cell has an execution count, or a cell failed (Run All stops there).
+FINISHED = f"""(() => {{
+  const cells = {NOTEBOOK}.content.model.toJSON().cells.filter(c => c.cell_type === "code");
+  const failed = cells.some(c => c.outputs.some(o => o.output_type === "error"));
+  return failed || (cells.every(c => c.execution_count !== null) && {KERNEL_IDLE});
+}})()"""
+
+
+def test_lesson_runs_without_errors_in_jupyterlab(browser, jupyterlab):
+    assert (jupyterlab["root"] / LESSON).is_file(), f"notebooks/{LESSON} is missing"
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"{jupyterlab['url']}/lab/tree/{LESSON}?token={jupyterlab['token']}")
+        page.wait_for_function(KERNEL_IDLE, timeout=45_000)
+        # As a person would: the Run menu, then "Run All Cells".
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        page.wait_for_function(FINISHED, timeout=60_000, polling=250)
+        notebook = page.evaluate(f"{NOTEBOOK}.content.model.toJSON()")
+    except Exception:
+        page.screenshot(path=str(jupyterlab["root"].parent / "jupyterlab.png"))
+        raise
+    finally:
+        page.close()
+
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    problems = [
+        f"cell {i} ({''.join(cell['source'])[:60]!r}): {output.get('ename', 'stderr')}: "
+        f"{output.get('evalue', ''.join(output.get('text', '')))[:300]}"
+        for i, cell in enumerate(code) for output in cell["outputs"]
+        if output["output_type"] == "error"
+        or (output["output_type"] == "stream" and output["name"] == "stderr")]
+    assert problems == [], "\n".join(problems)
+    # Every code cell ran once, in order, in the kernel JupyterLab started for this page.
+    assert [cell["execution_count"] for cell in code] == list(range(1, len(code) + 1))
+    assert errors == []
