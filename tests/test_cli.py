@@ -1,0 +1,163 @@
+"""``python -m course_lib train``: end to end in fast mode, on synthetic IDX files in tmp folders."""
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib import cli
+from course_lib.data import Split, synthetic, write_raw
+from course_lib.models import NeuralNet
+from course_lib.train import TrainConfig, read_run_log
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_raw(synthetic(600, 200), root / "MNIST" / "raw", compress=False)
+    return root
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("simulated: no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+def _train(tmp_path, *options):
+    return cli.main(["train", "--out-dir", str(tmp_path / "runs"), "--device", "cpu", "--quiet",
+                     *options])
+
+
+def test_train_end_to_end_fast_mode(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary_path = tmp_path / "summary.json"
+    code = _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
+                  "--max-batches", "5", "--batch-size", "32", "--num-units", "32",
+                  "--summary-json", str(summary_path))
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    log = read_run_log(tmp_path / "runs")
+    assert len(log) == 1
+    run = log.iloc[0]
+    assert summary["status"] == run["status"] == "completed"
+    assert summary["dataset"] == "mnist" and summary["epochs"] == 2
+    assert summary["test_acc"] == run["test_acc"] and 0 < summary["test_acc"] <= 1
+    assert summary["samples_per_second"] == run["samples_per_second"] > 0
+    assert summary["wall_seconds"] > 0
+    assert summary["run_log"] == str((tmp_path / "runs" / "runs.jsonl").resolve())
+    checkpoint = Path(summary["checkpoint"])
+    assert checkpoint == (tmp_path / "runs" / run["run_id"] / "best.pt").resolve()
+    NeuralNet(32).load_state_dict(torch.load(checkpoint, weights_only=True))
+    assert run["max_batches"] == 5 and run["num_units"] == 32 and run["batch_size"] == 32
+    # 2 epochs x 5 batches x 32 images
+    assert run["samples_per_second"] * run["train_seconds"] == pytest.approx(320)
+    # what the user reads: test accuracy, checkpoint and run-log paths (relative to the cwd)
+    assert f"test accuracy: {100 * summary['test_acc']:.2f}% on mnist" in out
+    assert f"checkpoint:    runs/{run['run_id']}/best.pt" in out
+    assert "run log:       runs/runs.jsonl" in out
+
+
+def test_help_explains_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for field in TrainConfig.__dataclass_fields__:
+        option = "--" + field.replace("_", "-")
+        assert option in text, option
+        after = text.split(option + " ", 2)[-1]
+        assert "(default: " in after.split(" --", 1)[0], f"{option} does not show its default"
+    for option in ("--resume", "--quiet", "--summary-json"):
+        assert option in text
+    assert "(default: 30)" in text and "(default: auto)" in text
+
+
+def test_offline_auto_trains_on_mnist_5k_after_one_warning_line(tmp_path, capsys, monkeypatch, offline):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "empty"))
+    code = _train(tmp_path, "--epochs", "1", "--max-batches", "2", "--summary-json",
+                  str(tmp_path / "s.json"))
+    err = capsys.readouterr().err
+    assert code == 0
+    warning_lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning_lines) == 1 and "mnist-5k" in warning_lines[0]
+    assert json.loads((tmp_path / "s.json").read_text())["dataset"] == "mnist-5k"
+    run = read_run_log(tmp_path / "runs").iloc[0]
+    assert run["dataset"] == "auto" and run["resolved_dataset"] == "mnist-5k"
+
+
+def test_strict_mnist_offline_is_a_clear_error(tmp_path, capsys, offline):
+    code = _train(tmp_path, "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: MNIST is not in") and "train-images-idx3-ubyte.gz" in err
+    assert not (tmp_path / "runs" / "runs.jsonl").exists()  # nothing was trained, nothing logged
+
+
+def test_bad_values_name_the_option(tmp_path, capsys):
+    assert _train(tmp_path, "--epochs", "0") == 2
+    assert "epochs must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        _train(tmp_path, "--optimizer", "rmsprop")
+    assert done.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
+
+
+def test_diverging_run_exits_with_advice(tmp_path, data_dir, capsys):
+    code = _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir), "--lr", "1e6")
+    assert code == 1 and "try a lower one" in capsys.readouterr().err
+    assert read_run_log(tmp_path / "runs").iloc[0]["status"] == "diverged"
+
+
+def test_ctrl_c_then_resume_from_the_command_line(tmp_path, data_dir, capsys, monkeypatch):
+    original, epochs = Split.batches, []
+
+    def interrupted_in_epoch_2(self, batch_size, generator=None, shift=0):
+        if generator is not None:  # a training epoch
+            epochs.append(1)
+            if len(epochs) == 2:
+                raise KeyboardInterrupt
+        yield from original(self, batch_size, generator, shift)
+
+    monkeypatch.setattr(Split, "batches", interrupted_in_epoch_2)
+    options = ("--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
+               "--max-batches", "3", "--num-units", "16")
+    assert _train(tmp_path, *options) == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    run = read_run_log(tmp_path / "runs").iloc[0]
+    assert run["status"] == "interrupted" and run["epochs_completed"] == 1
+    assert _train(tmp_path, "--resume", run["run_id"], "--summary-json", str(tmp_path / "s.json")) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["run_id"] == run["run_id"] and summary["status"] == "completed"
+    resumed = read_run_log(tmp_path / "runs").iloc[1]
+    assert resumed["epochs_completed"] == 2 and resumed["resumed_at_epoch"] == 1
+
+
+def test_commands_are_registered_by_name(monkeypatch, capsys):
+    """A later command (sweep, report) is one decorated builder; main() dispatches to it."""
+    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+
+    @cli.command("hello", help="say hello")
+    def _hello(parser):
+        parser.add_argument("--name", default="world", help="who to greet")
+        parser.set_defaults(run=lambda args: print(f"hello {args.name}") or 7)
+
+    assert cli.main(["hello", "--name", "you"]) == 7
+    assert capsys.readouterr().out == "hello you\n"
+    assert "train" in cli.COMMANDS
+
+
+def test_python_dash_m_course_lib_runs():
+    done = subprocess.run([sys.executable, "-m", "course_lib", "train", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--summary-json" in done.stdout

@@ -1,0 +1,305 @@
+"""``course_lib.train``: the loop's numbers, determinism, checkpoints, resume, Ctrl-C, NaN stop, run log.
+
+Every run trains on a small synthetic MNIST-shaped dataset written as IDX files into a tmp data
+directory, so the whole path (files -> fit -> checkpoints -> run log) runs without real data.
+"""
+
+import json
+import math
+import os
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICES
+
+from course_lib import data as data_module
+from course_lib.data import Split, synthetic, write_raw
+from course_lib.models import NeuralNet
+from course_lib.train import (RUN_LOG, TrainConfig, TrainingDiverged, append_run_log, atomic_write,
+                              evaluate, fit, read_run_log, resolve_device, train_epoch)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A data directory holding a 600/200-image synthetic 'MNIST' in torchvision's layout."""
+    root = tmp_path_factory.mktemp("data")
+    write_raw(synthetic(600, 200), root / "MNIST" / "raw")
+    return root
+
+
+@pytest.fixture
+def config(data_dir, tmp_path):
+    return TrainConfig(dataset="mnist", data_dir=str(data_dir), out_dir=str(tmp_path / "runs"),
+                       epochs=3, batch_size=32, num_units=32, device="cpu")
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.rglob("*.tmp")]
+
+
+def _metrics(record):
+    """Everything a run computed, without its timings."""
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in record["history"]]
+    keys = ("best_epoch", "best_val_loss", "final_train_loss", "final_val_acc", "test_loss", "test_acc")
+    return history, {k: record[k] for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# train_epoch and evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def test_evaluate_counts_every_sample_not_batch_means():
+    torch.manual_seed(0)
+    model = NeuralNet(16)
+    split = Split(torch.randn(10, 1, 28, 28), torch.randint(0, 10, (10,)))
+    logits = model(split.images)
+    loss = F.cross_entropy(logits, split.labels).item()
+    acc = (logits.argmax(1) == split.labels).float().mean().item()
+    for batch_size in (1, 3, 4, 10):  # 3 and 4 leave a short last batch
+        got_loss, got_acc = evaluate(model, split.batches(batch_size))
+        assert got_loss == pytest.approx(loss, rel=1e-6) and got_acc == pytest.approx(acc)
+    assert not model.training
+
+
+def test_train_epoch_takes_sgd_steps_and_reports_sums():
+    torch.manual_seed(0)
+    model = NeuralNet(16)
+    reference = NeuralNet(16)
+    reference.load_state_dict(model.state_dict())
+    split = Split(torch.randn(10, 1, 28, 28), torch.randint(0, 10, (10,)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss, acc, samples = train_epoch(model, split.batches(4), optimizer)
+    assert samples == 10 and model.training
+    # the same three steps by hand; loss and accuracy are weighted by batch size (4, 4, 2)
+    losses, correct = [], 0
+    for x, y in split.batches(4):
+        out = reference(x)
+        batch_loss = F.cross_entropy(out, y)
+        losses.append(batch_loss.item() * len(y))
+        correct += (out.argmax(1) == y).sum().item()
+        reference.zero_grad()
+        batch_loss.backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= 0.1 * p.grad
+    assert loss == pytest.approx(sum(losses) / 10, rel=1e-5) and acc == correct / 10
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit: files written, determinism
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_learns_and_leaves_a_checkpoint_and_a_log_line(config, device):
+    config.device = device
+    result = fit(config, progress=False)
+    record = result.record
+    out = result.out_dir
+    assert record["status"] == "completed" and record["device_used"].startswith(device)
+    assert record["test_acc"] > 0.9  # the synthetic classes are easy: it must have learned
+    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
+    assert all(0 <= row[k] <= 1 for row in record["history"] for k in ("train_acc", "val_acc"))
+    assert record["train_seconds"] == pytest.approx(sum(r["seconds"] for r in record["history"]))
+    # 550 training images (600 minus 1/12 held out for validation), three epochs
+    assert record["samples_per_second"] * record["train_seconds"] == pytest.approx(3 * 550)
+    # best.pt: a plain state dict that NeuralNet loads with weights_only=True
+    assert result.checkpoint == out / result.run_id / "best.pt"
+    state = torch.load(result.checkpoint, weights_only=True)
+    model = NeuralNet(config.num_units)
+    model.load_state_dict(state)
+    test = data_module.load_data("mnist", "cpu", config.data_dir).test
+    assert evaluate(model, test.batches(64))[1] == pytest.approx(record["test_acc"])
+    last = torch.load(out / result.run_id / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["config"]["num_units"] == config.num_units
+    # the run log: one line, every config field flat at the top level
+    lines = (out / RUN_LOG).read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == json.loads(json.dumps(record))
+    for field in ("dataset", "epochs", "batch_size", "lr", "momentum", "optimizer", "num_units",
+                  "seed", "device", "max_batches", "torch_version", "python_version", "wall_seconds"):
+        assert field in record
+    assert record["lr"] == 0.05 and record["resolved_dataset"] == "mnist"
+    assert not _leftovers(out)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(config, tmp_path):
+    first = fit(config, progress=False)
+    second = fit(config, progress=False)
+    assert first.run_id != second.run_id
+    assert _metrics(first.record) == _metrics(second.record)
+    for a, b in zip(first.model.parameters(), second.model.parameters()):
+        assert torch.equal(a, b)
+    config.seed = 1
+    assert _metrics(fit(config, progress=False).record) != _metrics(first.record)
+
+
+def test_max_batches_is_the_fast_mode(config):
+    config.max_batches, config.epochs = 2, 2
+    record = fit(config, progress=False).record
+    assert record["samples_per_second"] * record["train_seconds"] == pytest.approx(2 * 2 * 32)
+    assert record["max_batches"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and resume
+# ---------------------------------------------------------------------------------------------
+
+
+def _interrupt_after(monkeypatch, n_batches):
+    """Make the training batches raise KeyboardInterrupt after ``n_batches`` batches in total."""
+    original = Split.batches
+    count = {"n": 0}
+
+    def batches(self, batch_size, generator=None, shift=0):
+        for batch in original(self, batch_size, generator, shift):
+            if generator is not None:
+                count["n"] += 1
+                if count["n"] > n_batches:
+                    raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(Split, "batches", batches)
+
+
+def test_ctrl_c_mid_epoch_keeps_checkpoint_and_log_and_resume_finishes_the_same(config, monkeypatch):
+    uninterrupted = fit(config, progress=False)
+
+    _interrupt_after(monkeypatch, 18 + 5)  # 550 / 32 -> 18 batches per epoch: stop in epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, progress=False)
+    monkeypatch.undo()
+    out = uninterrupted.out_dir
+    log = read_run_log(out)
+    interrupted = log.iloc[-1]
+    assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 1
+    assert interrupted["test_acc"] is None or math.isnan(interrupted["test_acc"])
+    run_dir = out / interrupted["run_id"]
+    assert interrupted["checkpoint"] == f"{interrupted['run_id']}/best.pt"
+    NeuralNet(config.num_units).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+    assert not _leftovers(out)
+
+    resumed = fit(config, resume=interrupted["run_id"], progress=False)
+    assert resumed.run_id == interrupted["run_id"] and resumed.record["resumed_at_epoch"] == 1
+    assert resumed.record["status"] == "completed"
+    assert _metrics(resumed.record) == _metrics(uninterrupted.record)
+    for a, b in zip(resumed.model.parameters(), uninterrupted.model.parameters()):
+        assert torch.equal(a, b)
+    assert list(read_run_log(out)["status"]) == ["completed", "interrupted", "completed"]
+
+
+def test_ctrl_c_before_the_first_epoch_ends_logs_no_checkpoint(config, monkeypatch):
+    _interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, progress=False)
+    record = read_run_log(config.out_dir).iloc[-1]
+    assert record["status"] == "interrupted" and record["checkpoint"] is None
+    with pytest.raises(FileNotFoundError, match="first epoch"):
+        fit(config, resume=record["run_id"], progress=False)
+
+
+def test_resume_accepts_a_folder_or_the_last_checkpoint(config):
+    config.epochs = 1
+    first = fit(config, progress=False)
+    run_dir = first.out_dir / first.run_id
+    for target in (run_dir, run_dir / "last.pt"):
+        again = fit(resume=target, progress=False)  # nothing left to train: it only tests again
+        assert again.record["epochs_completed"] == 1 and again.test_acc == first.test_acc
+
+
+def test_ctrl_c_while_writing_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "best.pt"
+    atomic_write(path, b"old")
+
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN stop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_and_suggests_a_lower_learning_rate(config):
+    config.lr, config.epochs = 1e6, 5
+    with pytest.raises(TrainingDiverged) as err:
+        fit(config, progress=False)
+    message = str(err.value)
+    assert "epoch 1" in message and "too high" in message and "--lr 1e+05" in message
+    record = read_run_log(config.out_dir).iloc[-1]
+    assert record["status"] == "diverged" and record["epochs_completed"] == 0  # stopped at once
+
+
+def test_nan_in_the_data_stops_the_run(config, monkeypatch):
+    original = data_module.load_data
+
+    def poisoned(*args, **kwargs):
+        d = original(*args, **kwargs)
+        d.train.images[:] = float("nan")
+        return d
+
+    monkeypatch.setattr("course_lib.train.load_data", poisoned)
+    with pytest.raises(TrainingDiverged, match="nan"):
+        fit(config, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run log
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_log_survives_a_cut_line_and_pandas_reads_it(tmp_path):
+    log = tmp_path / RUN_LOG
+    append_run_log(log, {"run_id": "a", "test_acc": 0.5, "history": [{"epoch": 1}]})
+    with open(log, "a") as f:
+        f.write('{"run_id": "b", "test_a')  # a run killed in the middle of its line
+    append_run_log(log, {"run_id": "c", "test_acc": float("nan"), "history": []})
+    with pytest.warns(UserWarning, match=r"skipped line\(s\) \[2\]"):
+        runs = read_run_log(tmp_path)
+    assert list(runs["run_id"]) == ["a", "c"]
+    assert runs["history"][0] == [{"epoch": 1}] and pd.isna(runs["test_acc"][1])  # NaN -> null
+    log.write_text("\n".join(log.read_text().splitlines()[::2]) + "\n")  # drop the cut line
+    assert list(pd.read_json(log, lines=True)["run_id"]) == ["a", "c"]
+
+
+def test_read_run_log_without_a_log_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train a model first"):
+        read_run_log(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and device
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [
+    ("dataset", "mnsit"), ("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("lr", float("nan")),
+    ("optimizer", "rmsprop"), ("momentum", 1.0), ("max_batches", 0), ("shift", 9),
+    ("schedule", "step"), ("num_units", 1),
+])
+def test_bad_config_values_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_lr_defaults_per_optimizer():
+    assert TrainConfig().learning_rate == 0.05
+    assert TrainConfig(optimizer="adam").learning_rate == 0.002
+    assert TrainConfig(optimizer="adam", lr=0.01).learning_rate == 0.01
+
+
+def test_device_is_chosen_once_and_missing_cuda_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="cuda.*is_available"):
+        resolve_device("cuda")
