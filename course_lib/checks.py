@@ -262,7 +262,7 @@ def check_accuracy(accuracy: float, threshold: float, what: str = "test accuracy
 # --- lesson exercise checks ---
 # Used by the exercises that end each lesson notebook. ``exercise`` runs a check on the student's
 # answer; while that answer is still the stub raising ``NotImplementedError``, it runs the same
-# check on a reference answer instead, so a freshly opened lesson shows what passing looks like.
+# check on the lesson's solution instead, so a freshly opened lesson shows what passing looks like.
 
 
 def _watch_for_stub(answer, seen: list):
@@ -289,20 +289,20 @@ def _watch_for_stub(answer, seen: list):
     return Guarded
 
 
-def exercise(check, answer, reference, **kwargs) -> Report:
-    """``check(answer)``, or ``check(reference)`` while the student's answer is still the stub.
+def exercise(check, answer, solution, **kwargs) -> Report:
+    """``check(answer)``, or ``check(solution)`` while the student's answer is still the stub.
 
     The answer counts as not written yet when it raised ``NotImplementedError`` and no line of
-    its report passed; the reference's report is then returned under a title that says so.
+    its report passed; the solution's report is then returned under a title that says so.
     ``kwargs`` go to ``check`` (e.g. ``forward=`` and ``shapes=`` for ``check_backward``).
     """
     seen = []
     report = check(_watch_for_stub(answer, seen), **kwargs)
     if not seen or any(line.passed for line in report.lines):
         return report
-    shown = check(reference, **kwargs)
+    shown = check(solution, **kwargs)
     name = getattr(answer, "__name__", "your answer")
-    shown.title += f" [reference answer shown: {name} still raises NotImplementedError]"
+    shown.title += f" [solution shown: {name} still raises NotImplementedError]"
     return shown
 
 
