@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from course_lib import Linear_Layer
-from course_lib.checks import _random_linear_cases, check_gradients, check_linear_random
+from course_lib.checks import (
+    _random_linear_cases, check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
+)
 
 
 def linear_function(grad_weight_fn):
@@ -114,3 +116,96 @@ def test_gradients_report_shape_missing_extra_and_wrong_type():
     assert "unexpected key" in text
     assert not check_gradients([1, 2], expected).passed
     assert "expected a dict with keys weight1, bias1" in str(check_gradients([1, 2], expected))
+
+
+def good_train_epoch(model, batches, optimizer, mode=True):
+    model.train(mode)
+    total = samples = 0
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total, samples = total + loss.item() * len(y), samples + len(y)
+    return total / samples
+
+
+def test_train_epoch_passes_a_correct_loop():
+    report = check_train_epoch(good_train_epoch, seed=3)
+    assert report.passed
+    assert [line.name for line in report.lines[:3]] == ["training mode", "batches", "loss returned"]
+    assert "the mean over all 21 samples" in str(report)
+
+
+def test_train_epoch_names_missing_zero_grad_and_batch_mean_loss():
+    def forgets_zero_grad(model, batches, optimizer):
+        model.train()
+        losses = []
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()  # gradients pile up from batch to batch
+            optimizer.step()
+            losses.append(loss.item())
+        return sum(losses) / len(losses)  # a mean of batch means
+
+    report = check_train_epoch(forgets_zero_grad)
+    failed = report.failed_names()
+    assert "loss returned" in failed and "fc1.weight" in failed and "training mode" not in failed
+    assert "weight each batch's mean loss by its size" in str(report)
+    assert "optimizer.zero_grad()" in str(report)
+
+
+def test_train_epoch_names_eval_mode_and_a_crash():
+    def in_eval_mode(model, batches, optimizer):
+        return good_train_epoch(model, batches, optimizer, mode=False)
+
+    report = check_train_epoch(in_eval_mode)  # NeuralNet has no dropout: only the mode differs
+    assert report.failed_names() == ["training mode"]
+    assert "call model.train() first" in str(report)
+
+    def crashes(model, batches, optimizer):
+        raise NotImplementedError()
+
+    report = check_train_epoch(crashes)
+    assert report.failed_names() == ["train_epoch"] and "raised NotImplementedError" in str(report)
+
+
+def good_accuracy(model, batches):
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in batches:
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    return correct / total
+
+
+def test_evaluate_accuracy_passes_a_correct_count():
+    report = check_evaluate_accuracy(good_accuracy)
+    assert report.passed
+    assert "0.6667 (12 of 18 correct)" in str(report)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda m, b: sum((m(x).argmax(1) == y).float().mean().item() for x, y in b) / 3,
+     "A mean of the batch accuracies"),
+    (lambda m, b: sum((m(x).argmax(1) == y).sum().item() for x, y in b), "A count"),
+    (lambda m, b: 100 * good_accuracy(m, b), "A percentage"),
+])
+def test_evaluate_accuracy_names_the_usual_mistakes(wrong, hint):
+    report = check_evaluate_accuracy(wrong)
+    assert "accuracy" in report.failed_names()
+    assert hint in str(report)
+
+
+def test_evaluate_accuracy_needs_eval_mode_and_no_grad():
+    def in_train_mode(model, batches):
+        correct = total = 0
+        for x, y in batches:
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+        return correct / total
+
+    report = check_evaluate_accuracy(in_train_mode)
+    assert report.failed_names() == ["eval mode", "no gradients"]
+    assert "call model.eval() first" in str(report) and "torch.no_grad()" in str(report)
