@@ -2,12 +2,16 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from course_lib import Linear_Layer
 from course_lib.checks import (
-    check_accuracy, check_function, check_linear_backward, check_linear_forward, check_sgd_step,
+    check_accuracy, check_backward, check_function, check_linear_backward, check_linear_forward,
+    check_mlp, check_parameter_count, check_sgd_step, check_sgd_update, check_train_step, exercise,
 )
 from course_lib.functions import Sigmoid, Square, Tanh
+from course_lib.layers import Linear, ScaledReLU
 
 
 def good_backward(grad_output, x, w, b):
@@ -131,15 +135,6 @@ def test_accuracy_check():
 
 # --- lesson exercise checks ---
 
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from course_lib.checks import (  # noqa: E402
-    check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
-)
-from course_lib.functions import linear_backward  # noqa: E402
-from course_lib.layers import Linear, ScaledReLU  # noqa: E402
-
 
 def stub(*args):
     raise NotImplementedError
@@ -163,24 +158,25 @@ class HalfWrittenSquare(torch.autograd.Function):
         raise NotImplementedError
 
 
-def test_exercise_shows_the_reference_while_the_answer_is_a_stub():
-    report = exercise(check_linear_forward, stub, reference=Linear_Layer)
+def test_exercise_shows_the_solution_while_the_answer_is_a_stub():
+    report = exercise(check_linear_forward, stub, solution=Linear_Layer)
     assert report.passed
-    assert "[reference answer shown: stub still raises NotImplementedError]" in report.title
-    report = exercise(lambda fn: check_function(fn, torch.square), StubFunction, Square)
+    assert "[solution shown: stub still raises NotImplementedError]" in report.title
+    report = exercise(check_function, StubFunction, solution=Square, reference=torch.square)
     assert report.passed and "StubFunction still raises" in report.title
+    assert report.title.startswith("check_function(Square)")
 
 
 def test_exercise_reports_a_written_answer_itself():
-    wrong = exercise(check_linear_forward, lambda x, w, b: x @ w, reference=Linear_Layer)
-    assert not wrong.passed and "reference" not in wrong.title
+    wrong = exercise(check_linear_forward, lambda x, w, b: x @ w, solution=Linear_Layer)
+    assert not wrong.passed and "solution" not in wrong.title
     assert wrong.failed_names() == ["output (batch of 4)", "output (batch of 1)"]
     right = exercise(check_linear_forward, lambda x, w, b: x @ w if b is None else x @ w + b,
-                     reference=stub)
-    assert right.passed and "reference" not in right.title
+                     solution=stub)
+    assert right.passed and "solution" not in right.title
     # A partly written Function keeps its own report (forward passes, backward raised).
-    partial = exercise(lambda fn: check_function(fn, torch.square), HalfWrittenSquare, Square)
-    assert not partial.passed and "reference" not in partial.title
+    partial = exercise(check_function, HalfWrittenSquare, solution=Square, reference=torch.square)
+    assert not partial.passed and "solution" not in partial.title
     assert "raised NotImplementedError" in str(partial)
 
 
@@ -188,8 +184,8 @@ def test_exercise_passes_keyword_arguments_to_the_check():
     def relu_backward(grad_output, x):
         return grad_output * (x > 0)
 
-    report = exercise(check_backward, stub, reference=relu_backward, forward=torch.relu)
-    assert report.passed and "reference answer shown" in report.title
+    report = exercise(check_backward, stub, solution=relu_backward, forward=torch.relu)
+    assert report.passed and "solution shown" in report.title
 
 
 def test_parameter_count_check():

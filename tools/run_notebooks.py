@@ -65,9 +65,11 @@ def execute(path: Path, timeout: int) -> float:
     client.execute(env=kernel_env())
     seconds = time.perf_counter() - start
     # Write next to the target, then rename: an interrupted run never leaves half a notebook.
+    mode = path.stat().st_mode & 0o777
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".ipynb", delete=False,
                                      encoding="utf-8") as tmp:
         nbformat.write(nb, tmp)
+    os.chmod(tmp.name, mode)  # keep the file's permissions (a temporary file starts private)
     os.replace(tmp.name, path)
     return seconds
 

@@ -1,0 +1,190 @@
+"""Structural checks over every lesson notebook in notebooks/, including ones added later.
+
+nbval (``make test``) re-runs the notebooks and compares their outputs with the saved ones. These
+tests check what nbval cannot: that the saved notebooks are complete, clean and self-contained.
+A notebook saved without execution counts, for example, passes nbval while comparing nothing.
+Refresh the saved outputs with ``make notebooks`` (tools/run_notebooks.py).
+"""
+
+import importlib
+import inspect
+import json
+import os
+import pkgutil
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import course_lib
+
+# Warm matplotlib's font cache here, at collection time: the first import in a fresh environment
+# logs "Matplotlib is building the font cache" to stderr, which must not land in a notebook output.
+import matplotlib.font_manager  # noqa: E402, F401
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+LESSONS = ["01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
+           "06_custom_autograd_functions", "07_custom_layers_and_models"]
+
+MAX_NOTEBOOK_BYTES = 1_000_000
+MAX_OUTPUT_BYTES = 200_000
+TEXT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
+# Machine-specific paths: the checkout, home directories, temporary files, Windows user folders.
+MACHINE_PATH = re.compile(r"/work/|/home/|/root/|/tmp/|/Users/|[A-Za-z]:\\\\?Users")
+MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,}")
+# Cells whose output is a timing or a profile must not be compared by nbval.
+TIMING_CODE = re.compile(r"torch\.profiler|%%?timeit|%%?time\b|timeit\.|perf_counter|benchmark\.Timer")
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)[^)]*\)|<img[^>]*\bsrc=[\"']([^\"']+)[\"']")
+
+
+def load(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def output_texts(output) -> list:
+    """The human-readable text of one output (never base64 image data)."""
+    if output.output_type == "stream":
+        return [output.text]
+    if output.output_type == "error":
+        return [output.get("evalue", "")] + list(output.get("traceback", []))
+    data = output.get("data", {})
+    return [v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if k in TEXT_TYPES]
+
+
+def public_names() -> set:
+    """Classes and functions defined by course_lib's modules (what a notebook must not redefine)."""
+    names = set()
+    for info in pkgutil.iter_modules(course_lib.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"course_lib.{info.name}")
+        for name, obj in vars(module).items():
+            if (not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+                    and getattr(obj, "__module__", "") == module.__name__):
+                names.add(name)
+    return names
+
+
+def test_the_lessons_exist():
+    present = {p.stem for p in NOTEBOOKS}
+    assert set(LESSONS) <= present, f"missing lesson notebooks: {sorted(set(LESSONS) - present)}"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def notebook(request):
+    return request.param, load(request.param)
+
+
+def test_valid_nbformat(notebook):
+    path, nb = notebook
+    nbformat.validate(nb)
+    assert code_cells(nb), f"{path.name} has no code cells"
+
+
+def test_executed_in_order(notebook):
+    """Every code cell ran, once, top to bottom (nbval compares nothing for an unexecuted cell)."""
+    path, nb = notebook
+    counts = [c.execution_count for c in code_cells(nb)]
+    unexecuted = [i for i, n in enumerate(counts) if n is None]
+    assert not unexecuted, (f"{path.name}: code cells {unexecuted} have no execution count; "
+                            f"re-run it with `make notebooks`")
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name}: execution counts {counts} are not 1..{len(counts)}; it was not run top to "
+        f"bottom in a fresh kernel (use `make notebooks`)")
+
+
+def test_no_errors_or_stderr(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(code_cells(nb)):
+        for output in cell.outputs:
+            assert output.output_type != "error", (
+                f"{path.name} cell {i}: saved with an error: {output.ename}: {output.evalue}")
+            is_stderr = output.output_type == "stream" and output.name == "stderr"
+            assert not is_stderr, f"{path.name} cell {i} writes to stderr: {output.text[:300]!r}"
+
+
+def test_no_machine_paths_or_addresses_in_outputs(notebook):
+    path, nb = notebook
+    home = os.path.expanduser("~")
+    for i, cell in enumerate(code_cells(nb)):
+        for output in cell.outputs:
+            for text in output_texts(output):
+                found = MACHINE_PATH.search(text) or MEMORY_ADDRESS.search(text)
+                assert not found, f"{path.name} cell {i}: output contains {found.group(0)!r}"
+                assert str(REPO) not in text and (home in ("", "/") or home not in text), (
+                    f"{path.name} cell {i}: output contains a path of this machine")
+
+
+def test_sizes(notebook):
+    path, nb = notebook
+    size = path.stat().st_size
+    assert size < MAX_NOTEBOOK_BYTES, f"{path.name} is {size:,} bytes (limit {MAX_NOTEBOOK_BYTES:,})"
+    for i, cell in enumerate(code_cells(nb)):
+        for output in cell.outputs:
+            n = len(json.dumps(output))
+            assert n < MAX_OUTPUT_BYTES, (f"{path.name} cell {i}: one output is {n:,} bytes "
+                                          f"(limit {MAX_OUTPUT_BYTES:,}); keep big bundles out")
+
+
+def test_first_code_cell_sets_up(notebook):
+    path, nb = notebook
+    first = code_cells(nb)[0].source
+    assert re.search(r"torch\.manual_seed\(\d+\)", first), f"{path.name}: first code cell must seed"
+    assert "torch.set_printoptions(precision=4)" in first, (
+        f"{path.name}: first code cell must call torch.set_printoptions(precision=4)")
+
+
+def test_uses_course_lib_without_redefining_it(notebook):
+    path, nb = notebook
+    source = "\n".join(c.source for c in code_cells(nb))
+    assert re.search(r"^\s*(import course_lib|from course_lib[\w.]* import)", source, re.M), (
+        f"{path.name} does not import course_lib")
+    names = public_names()
+    redefined = sorted(set(re.findall(r"^\s*(?:class|def)\s+(\w+)", source, re.M)) & names)
+    assert not redefined, (f"{path.name} redefines {redefined} from course_lib: import it (and "
+                           f"show it with inspect.getsource) instead of pasting a copy")
+
+
+def test_timing_cells_are_not_compared(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(code_cells(nb)):
+        if TIMING_CODE.search(cell.source):
+            tags = cell.metadata.get("tags", [])
+            assert "nbval-ignore-output" in tags or "nbval-skip" in tags, (
+                f"{path.name} cell {i} measures time: tag it nbval-ignore-output")
+
+
+def test_image_links_are_relative_and_exist(notebook):
+    path, nb = notebook
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for groups in IMAGE_LINK.findall(cell.source):
+            link = next(g for g in groups if g)
+            if re.match(r"(https?|data|attachment):", link):
+                continue
+            assert not link.startswith("/") and not re.match(r"[A-Za-z]:", link), (
+                f"{path.name}: image link {link!r} is absolute; use a path relative to the notebook")
+            assert (path.parent / link).is_file(), f"{path.name}: image {link!r} does not exist"
+
+
+def test_checks_catch_a_bad_notebook(tmp_path):
+    """The helpers above see what they must: an unexecuted cell, a stderr output, a local path."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)")
+    nb.cells = [cell]
+    assert [c.execution_count for c in code_cells(nb)] == [None]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="/work/main/x.py:1: Warning")]
+    (text,) = output_texts(cell.outputs[0])
+    assert MACHINE_PATH.search(text)
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "AAAA", "text/plain": "<Figure>"})]
+    assert output_texts(cell.outputs[0]) == ["<Figure>"]
+    assert {"Linear", "Linear_Layer", "NeuralNet", "ManualLinear", "check_linear_backward"} <= public_names()
+    assert IMAGE_LINK.findall("![a](../assets/x.png) <img src='y.svg'>") == [("../assets/x.png", ""), ("", "y.svg")]
