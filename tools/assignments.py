@@ -55,10 +55,9 @@ def load_config(course: Path):
     if not (course / "source").is_dir():
         raise AssignmentError(f"{course} has no source/ folder: give the course directory "
                               "(the one holding source/ and nbgrader_config.py) with --course-dir")
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config() \
-        if (course / "nbgrader_config.py").is_file() else None
-    if config is None:
+    if not (course / "nbgrader_config.py").is_file():
         raise AssignmentError(f"{course / 'nbgrader_config.py'} is missing: copy it from the repository")
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(course.resolve())
     import zmq
     if zmq.has("curve"):  # encrypt kernel traffic (and silence ipykernel's warning about it)
@@ -82,14 +81,15 @@ def source_assignments(course: Path, names=()) -> list:
     return list(names) or found
 
 
-def grade_ids(nb, kind: str = "grade") -> list:
-    """The ``grade_id`` of every nbgrader cell in ``nb`` (test cells only when ``kind="grade"``)."""
-    ids = []
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade_id") and (kind == "any" or (meta.get(kind) and not meta.get("solution"))):
-            ids.append(meta["grade_id"])
-    return ids
+def nbgrader_cells(nb) -> dict:
+    """``{grade_id: nbgrader metadata}`` of the nbgrader cells of ``nb``, in order."""
+    metas = (cell.get("metadata", {}).get("nbgrader", {}) for cell in nb.cells)
+    return {m["grade_id"]: m for m in metas if m.get("grade_id")}
+
+
+def graded_tests(nb) -> list:
+    """The graded test cells of ``nb`` (a graded cell that is also a solution is a written answer)."""
+    return [gid for gid, m in nbgrader_cells(nb).items() if m.get("grade") and not m.get("solution")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,11 +111,14 @@ def validate(course: Path, names=()) -> dict:
         for path in sorted((course / "source" / name).glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
             label = {c.source.strip(): c.metadata.get("nbgrader", {}).get("grade_id")
-                     or f"cell {i + 1} ({_first_line(c.source)})" for i, c in enumerate(nb.cells)}
+                     or f"cell {i + 1} ({_line(c.source)})" for i, c in enumerate(nb.cells)}
             outcome = Validator(config=config).validate(str(path))
-            failed = {label.get(cell["source"], _first_line(cell["source"])): _error_summary(cell["raw_error"])
+            failed = {label.get(cell["source"], _line(cell["source"])): _error_summary(cell["raw_error"])
                       for cell in outcome.get("failed", [])}
-            results[str(path.relative_to(course))] = {"tests": grade_ids(nb), "failed": failed}
+            for cell in outcome.get("type_changed", []):  # nbgrader stops before running these
+                failed[label.get(cell["source"], _line(cell["source"]))] = (
+                    f"the cell is now {cell['new_type']}, nbgrader expects {cell['old_type']}")
+            results[str(path.relative_to(course))] = {"tests": graded_tests(nb), "failed": failed}
     return results
 
 
@@ -168,18 +171,15 @@ class Row:
     details: str = ""
 
 
-def expected_notebooks(db_url: str, assignment: str) -> dict:
-    """``{notebook name: (all nbgrader cell ids, test cell ids)}`` as recorded at release time."""
-    from nbgrader.api import Gradebook, MissingEntry
+def released_assignments(db_url: str) -> dict:
+    """``{assignment: (max score, {notebook: (all nbgrader cell ids, test cell ids)})}`` for every
+    assignment in the gradebook, as recorded at release time."""
+    from nbgrader.api import Gradebook
     with Gradebook(db_url) as gb:
-        try:
-            record = gb.find_assignment(assignment)
-        except MissingEntry:
-            raise AssignmentError(f"{assignment} is not in the gradebook: run `make assignments` "
-                                  "(python tools/assignments.py release) before grading") from None
-        return {nb.name: ({c.name for c in nb.source_cells},
-                          {c.name for c in nb.grade_cells} - {c.name for c in nb.solution_cells})
-                for nb in record.notebooks}
+        return {a.name: (a.max_score, {nb.name: ({c.name for c in nb.source_cells},
+                                                 {c.name for c in nb.grade_cells} - {c.name for c in nb.solution_cells})
+                                       for nb in a.notebooks})
+                for a in sorted(gb.assignments, key=lambda a: a.name)}
 
 
 def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
@@ -189,7 +189,7 @@ def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
     are caught here, with what the instructor should do about each.
     """
     if not folder.is_dir():
-        row.status, row.details = "not submitted", f"no folder {folder.name}/ for this student"
+        row.status = "not submitted"
         return False
     found = {p.name for p in folder.glob("*.ipynb")}
     missing, notes = [], []
@@ -202,10 +202,10 @@ def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
             nb = nbformat.read(path, as_version=4)
         except (ValueError, UnicodeDecodeError) as e:  # NotJSONError is a ValueError
             row.status = "invalid notebook"
-            row.details = (f"{path.name} is not a valid notebook file ({_first_line(e)}); "
+            row.details = (f"{path.name} is not a valid notebook file ({_line(e)}); "
                            "ask the student to submit it again")
             return False
-        present = set(grade_ids(nb, "any"))
+        present = set(nbgrader_cells(nb))
         deleted_tests = sorted(test_ids - present)
         deleted_other = sorted(cell_ids - test_ids - present)
         if deleted_tests:
@@ -233,26 +233,27 @@ def autograde(course: Path, csv_path: Path = None) -> list:
     Returns the score table rows and writes them to ``csv_path`` (``<course>/scores.csv``). A bad
     submission gets a row saying what is wrong; grading goes on with the next one.
     """
-    from nbgrader.api import Gradebook
     submitted = course / "submitted"
     students = sorted(p.name for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if submitted.is_dir() else []
     if not students:
         raise AssignmentError(f"no submissions in {submitted}: put each student's work in "
                               "submitted/<student>/<assignment>/<notebook>.ipynb")
-    assignments = source_assignments(course)
     api = nbgrader_api(course)
-    expected = {a: expected_notebooks(api.coursedir.db_url, a) for a in assignments}
+    released = released_assignments(api.coursedir.db_url)
+    if not released:
+        raise AssignmentError(f"no assignment is in the gradebook {api.coursedir.db_url}: run "
+                              "`make assignments` (python tools/assignments.py release) before grading")
     rows = []
     for student in students:
         for folder in sorted(p for p in (submitted / student).iterdir()
-                             if p.is_dir() and not p.name.startswith(".") and p.name not in expected):
-            rows.append(Row(student, folder.name, status="unknown assignment",
-                            details=f"no assignment named {folder.name}; they are {', '.join(assignments)}"))
-        for assignment in assignments:
-            row = Row(student, assignment)
+                             if p.is_dir() and not p.name.startswith(".") and p.name not in released):
+            rows.append(Row(student, folder.name, status="unknown assignment", details=(
+                f"no released assignment named {folder.name}; they are {', '.join(released)}")))
+        for assignment, (max_score, notebooks) in released.items():
+            row = Row(student, assignment, max_score=max_score)
             print(f"grading {student} / {assignment}", flush=True)
-            if inspect_submission(submitted / student / assignment, expected[assignment], row):
+            if inspect_submission(submitted / student / assignment, notebooks, row):
                 try:
                     result = api.autograde(assignment, student)
                 except Exception as e:  # one broken submission must not stop the others
@@ -261,10 +262,7 @@ def autograde(course: Path, csv_path: Path = None) -> list:
                     read_scores(api.gradebook, course, row)
                 else:
                     row.status = "autograde error"
-                    row.details = "; ".join(filter(None, [row.details, _last_line(result.get("error", ""))]))
-            if row.status not in {"graded", "graded, test cells restored", "autograde error"}:
-                with Gradebook(api.coursedir.db_url) as gb:
-                    row.max_score = gb.find_assignment(assignment).max_score
+                    row.details = "; ".join(filter(None, [row.details, _line(result.get("error", ""), -1)]))
             rows.append(row)
     write_csv(rows, csv_path or course / "scores.csv")
     return rows
@@ -297,7 +295,7 @@ def _test_outputs(path: Path) -> dict:
             if out.get("output_type") == "error":
                 fails = [ln.strip() for ln in out.get("evalue", "").splitlines() if ln.strip().startswith("FAIL")]
                 found[gid] = (" ".join(fails[0].split()) if fails else
-                              f"{out.get('ename')}: {_first_line(out.get('evalue', ''))}").rstrip(": ")
+                              f"{out.get('ename')}: {_line(out.get('evalue', ''))}").rstrip(": ")
     return found
 
 
@@ -325,14 +323,10 @@ def print_table(rows: list) -> None:
             print(f"  {r.student} / {r.assignment}: {r.details}")
 
 
-def _first_line(text) -> str:
-    lines = [ln for ln in _strip_ansi(str(text)).splitlines() if ln.strip()]
-    return lines[0].strip() if lines else ""
-
-
-def _last_line(text) -> str:
-    lines = [ln for ln in _strip_ansi(str(text)).splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else ""
+def _line(text, index: int = 0) -> str:
+    """The first (or ``index``-th) non-blank line of ``text``, without colour codes."""
+    lines = [ln.strip() for ln in _strip_ansi(str(text)).splitlines() if ln.strip()]
+    return lines[index] if lines else ""
 
 
 def _error_summary(traceback_text: str) -> str:
