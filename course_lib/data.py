@@ -164,15 +164,21 @@ def _network_timeout(seconds: float):
 
 def _download(cls, root: Path) -> None:
     """Download ``cls``'s four files into ``root/<cls>/raw`` with torchvision (MD5-checked)."""
+    from torchvision.datasets.utils import check_integrity
+
     raw = root / cls.__name__ / "raw"
     try:
         with _network_timeout(DOWNLOAD_TIMEOUT_S):
             cls(root, train=False, download=True)  # fetches, checks and extracts all four files
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError) as e:  # URLError and socket timeouts are OSErrors
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         files = ", ".join(f"{stem}.gz" for stem in FILES)
+        bad = [name for name, md5 in cls.resources
+               if (raw / name).is_file() and not check_integrity(raw / name, md5)]
+        damaged = (f" {', '.join(bad)} in {raw} failed torchvision's MD5 check: delete it; it "
+                   "will be downloaded again." if bad else "")
         raise DatasetUnavailable(
-            f"{cls.__name__} is not in {raw} and could not be downloaded ({reason}). "
+            f"{cls.__name__} is not in {raw} and could not be downloaded ({reason}).{damaged} "
             f"Connect to the internet and run again (torchvision downloads it and checks its "
             f"MD5 sums), or copy the four files {files} into {raw}/ "
             f"(or point COURSE_DATA_DIR at a folder holding {cls.__name__}/raw/)."

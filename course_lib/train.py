@@ -153,7 +153,7 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
     """
     model.train()
     loss_sum = correct = 0
-    samples = step = 0
+    samples = step = shown = 0
     check_every = max(1, (progress.total or 0) // 20) if progress is not None else 50
     for step, (images, labels) in enumerate(batches, 1):
         logits = model(images)
@@ -167,19 +167,20 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
         correct = correct + (logits.detach().argmax(1) == labels).sum()
         samples += len(labels)
         if step % check_every == 0:
-            _check_finite(loss_sum, samples, progress, check_every)
-    _check_finite(loss_sum, samples, progress, step % check_every if samples else 0)
+            _report(loss_sum, correct, samples, progress, step - shown)
+            shown = step
+    if samples:
+        _report(loss_sum, correct, samples, progress, step - shown)
     return float(loss_sum) / max(samples, 1), float(correct) / max(samples, 1), samples
 
 
-def _check_finite(loss_sum, samples, progress, advance):
-    if not samples:
-        return
-    mean = float(loss_sum) / samples
-    if not math.isfinite(mean):
-        raise TrainingDiverged(f"the training loss became {mean}")
+def _report(loss_sum, correct, samples, progress, advance):
+    """Stop on a NaN/infinite loss; show the running loss and accuracy (this waits for the device)."""
+    loss = float(loss_sum) / samples
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"the training loss became {loss}")
     if progress is not None:
-        progress.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        progress.set_postfix(loss=f"{loss:.4f}", acc=f"{float(correct) / samples:.4f}", refresh=False)
         progress.update(advance)
 
 

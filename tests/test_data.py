@@ -189,6 +189,15 @@ def test_strict_mnist_offline_fails_fast_saying_how_to_get_it(tmp_path, offline)
     assert socket.getdefaulttimeout() is None  # and put back afterwards
 
 
+def test_a_copied_gz_failing_its_md5_is_named(tmp_path, offline):
+    folder = write_raw(synthetic(20, 10), tmp_path / "MNIST" / "raw", compress=True)
+    with pytest.raises(DatasetUnavailable) as err:  # torchvision checks it, tries to download
+        load_raw("mnist", tmp_path)
+    message = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in message and "failed torchvision's MD5 check" in message
+    assert (folder / "train-images-idx3-ubyte.gz").exists()
+
+
 def test_fashion_mnist_offline_without_any_copy_says_how_to_get_it(tmp_path, offline, no_system_fashion):
     with pytest.raises(DatasetUnavailable, match="FashionMNIST"):
         load_raw("fashion-mnist", tmp_path)

@@ -1,0 +1,140 @@
+"""Training throughput (samples per second), three pipelines side by side in one run.
+
+    (a) classic  the source lesson's style: a Dataset making one PIL image per sample,
+                 ``ToTensor`` + ``Normalize``, a shuffling ``DataLoader``, batch 64
+    (b) fast     ``course_lib.data``'s fast path (the split on the device as one tensor, batches
+                 by a seeded permutation, the default one-pixel shift) + ``NeuralNet`` built from
+                 the custom ``Linear``
+    (c) fast     the same fast path + the same network built from ``torch.nn.Linear``
+
+All three train with ``course_lib.train.train_epoch`` and the default optimizer (SGD, Nesterov
+momentum, cosine schedule), so only the data path and the layer differ. The contenders are
+interleaved round by round (a noisy neighbour slows all alike) and the median round is reported.
+Targets on a 2-core CPU: (b) at batch 512 >= 20x (a); (b) within 10% of (c); (b) >= 200,000
+samples/s at batch 512.
+
+Usage:
+    python benchmarks/train_throughput.py [--dataset fashion-mnist] [--device cpu|cuda]
+                                          [--rounds 7] [--min-seconds 0.5] [--threads N] [--quick]
+"""
+
+import argparse
+import itertools
+import platform
+import statistics
+import time
+
+import torch
+
+from course_lib.data import classic_loader, load_data, load_raw
+from course_lib.models import NeuralNet
+from course_lib.train import TrainConfig, make_optimizer, resolve_device, train_epoch
+
+SAMPLES_PER_CALL = 8192  # one timed call trains on about this many samples
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def with_torch_linear(model: NeuralNet) -> NeuralNet:
+    """The same network, its three layers replaced by ``torch.nn.Linear`` with equal weights."""
+    for name in ("fc1", "fc2", "fc3"):
+        setattr(model, name, getattr(model, name).to_torch())
+    return model
+
+
+def endless(epoch):
+    """Batches from ``epoch()`` (an iterable of one epoch's batches), epoch after epoch."""
+    return itertools.chain.from_iterable(epoch() for _ in itertools.count())
+
+
+def contender(batches, model, batch_size, device):
+    """A function that trains ``model`` on about SAMPLES_PER_CALL samples; returns how many."""
+    steps = max(1, SAMPLES_PER_CALL // batch_size)
+    optimizer, scheduler = make_optimizer(TrainConfig(batch_size=batch_size), model, 10**9)
+
+    def call():
+        _, _, samples = train_epoch(model, itertools.islice(batches, steps), optimizer, scheduler)
+        _sync(device)
+        return samples
+    return call
+
+
+def measure(calls: dict, device, rounds: int, min_seconds: float) -> dict:
+    """Median samples/s of each contender, interleaved round by round."""
+    rates = {name: [] for name in calls}
+    for name, call in calls.items():
+        call()  # warm up
+    for _ in range(rounds):
+        for name, call in calls.items():
+            samples, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < min_seconds or samples == 0:
+                samples += call()
+            rates[name].append(samples / elapsed)
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="any course_lib dataset name (default fashion-mnist: MNIST's shape)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--min-seconds", type=float, default=0.5,
+                        help="length of one contender's timed round (default 0.5)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 512, 4096],
+                        help="fast-path batch sizes (default 64 512 4096)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 0.1 s, a smoke run")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.rounds, args.min_seconds = 2, 0.1
+    device = resolve_device(args.device)
+    raw = load_raw(args.dataset)
+    data = load_data(raw=raw, device=device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
+          f"data {data.name} ({len(data.train)} training images), rounds {args.rounds} x "
+          f"{args.min_seconds}s, median reported")
+
+    torch.manual_seed(0)
+    initial = NeuralNet(128).state_dict()
+
+    def model(torch_linear=False):
+        m = NeuralNet(128)
+        m.load_state_dict(initial)
+        return (with_torch_linear(m) if torch_linear else m).to(device)
+
+    loader = classic_loader(raw.train_images, raw.train_labels, data.mean, data.std, batch_size=64)
+    classic = ((x.to(device), y.to(device)) for x, y in endless(lambda: loader))
+    calls = {("(a) classic DataLoader+ToTensor", "custom Linear", 64): contender(classic, model(), 64, device)}
+    shift = TrainConfig().shift
+    for batch in args.batches:
+        for key, torch_linear in ((("(b) fast path", "custom Linear", batch), False),
+                                  (("(c) fast path", "torch.nn.Linear", batch), True)):
+            generator = torch.Generator(device=device).manual_seed(0)
+            fast = endless(lambda b=batch, g=generator: data.train.batches(b, g, shift=shift))
+            calls[key] = contender(fast, model(torch_linear), batch, device)
+    rates = measure(calls, device, args.rounds, args.min_seconds)
+
+    base = next(iter(rates.values()))
+    n_train = len(data.train)
+    print(f"\n| pipeline | layer | batch | samples/s | x (a) | epoch of {n_train} (s) |")
+    print("|---|---|--:|--:|--:|--:|")
+    for (pipeline, layer, batch), rate in rates.items():
+        print(f"| {pipeline} | {layer} | {batch} | {rate:,.0f} | {rate / base:.1f} | {n_train / rate:.3f} |")
+    print()
+    for batch in args.batches:
+        b = rates[("(b) fast path", "custom Linear", batch)]
+        c = rates[("(c) fast path", "torch.nn.Linear", batch)]
+        print(f"batch {batch}: (b)/(a) = {b / base:.1f}x, (b)/(c) = {b / c:.3f}, "
+              f"(b) = {b:,.0f} samples/s, epoch {1000 * n_train / b:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
