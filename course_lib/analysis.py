@@ -11,7 +11,6 @@ are fractions in [0, 1]) and ``history``, a list of per-epoch dicts. This module
     print("\\n".join(conclusions(runs)))  # sentences computed from the numbers, not written ahead
 """
 
-import json
 import os
 import tempfile
 from html.parser import HTMLParser
@@ -22,7 +21,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-RUN_LOG = "runs.jsonl"
+from .train import read_run_log
+
 # The config fields a sweep varies, in the order the plots show them.
 HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "epochs",
                    "max_batches", "seed", "dataset")
@@ -31,29 +31,19 @@ RUN_METRICS = ("final_train_loss", "final_train_acc", "best_val_loss", "final_va
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def load_runs(path) -> pd.DataFrame:
+def load_runs(path=None) -> pd.DataFrame:
     """The run log as a DataFrame, one row per run, in the order the runs were logged.
 
     Args:
-        path: a ``runs.jsonl`` file, or the directory holding one.
+        path: a ``runs.jsonl`` file or the folder holding one (default: the runs folder that
+            ``course_lib.train`` writes to). A run that was resumed has a line for each part;
+            only its last line, which covers the whole run, is kept.
     """
-    path = Path(path)
-    log = path / RUN_LOG if path.is_dir() else path
-    if not log.is_file():
-        raise FileNotFoundError(f"no run log at {log}: train first (`python -m course_lib train` "
-                                "or `python -m course_lib sweep`), or pass the directory it wrote to")
-    records = []
-    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{log}, line {number}: not valid JSON ({error.msg}); "
-                             "delete or repair that line") from None
-    if not records:
-        raise ValueError(f"{log} holds no runs yet: train first")
-    return pd.DataFrame(records)
+    runs = read_run_log(path)
+    if runs.empty:
+        raise ValueError(f"the run log in {path or 'the default runs folder'} holds no runs yet: "
+                         "train first")
+    return runs.drop_duplicates("run_id", keep="last").reset_index(drop=True)
 
 
 def epochs_frame(runs: pd.DataFrame, hyperparameters=HYPERPARAMETERS) -> pd.DataFrame:

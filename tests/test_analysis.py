@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from course_lib import analysis
+from course_lib.train import RUN_LOG
 
 matplotlib.use("Agg")
 
@@ -50,7 +51,7 @@ def make_run(i, lr, num_units, optimizer, epochs=3, status="completed"):
 
 def write_log(directory, records):
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / analysis.RUN_LOG, "w", encoding="utf-8") as f:
+    with open(directory / RUN_LOG, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     return directory
@@ -75,17 +76,27 @@ def test_load_runs_reads_one_row_per_run_from_a_directory_or_a_file(log_dir):
     assert runs.loc[0, "lr"] == 0.01 and runs.loc[0, "optimizer"] == "sgd"
     assert runs.loc[3, "final_val_acc"] == pytest.approx(0.87)
     assert pd.isna(runs.loc[8, "final_val_acc"])  # the diverged run has no result
-    same = analysis.load_runs(log_dir / analysis.RUN_LOG)
+    same = analysis.load_runs(log_dir / RUN_LOG)
     pd.testing.assert_frame_equal(runs, same)
 
 
+def test_load_runs_keeps_the_last_line_of_a_resumed_run(log_dir):
+    resumed = make_run(2, 0.01, 128, "sgd", epochs=5)  # run02 again, now with 5 epochs
+    with open(log_dir / RUN_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(resumed) + "\n")
+    runs = analysis.load_runs(log_dir)
+    assert list(runs["run_id"]).count("run02") == 1 and len(runs) == len(GRID) + 1
+    assert runs.set_index("run_id").loc["run02", "epochs"] == 5
+    assert len(runs.set_index("run_id").loc["run02", "history"]) == 5
+
+
 def test_load_runs_errors_name_the_file_and_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no run log at .*runs\.jsonl: train first"):
+    with pytest.raises(FileNotFoundError, match=r"no run log at .*runs\.jsonl: train"):
         analysis.load_runs(tmp_path)
-    log = tmp_path / analysis.RUN_LOG
+    log = tmp_path / RUN_LOG
     log.write_text(json.dumps(make_run(0, 0.1, 32, "sgd")) + "\n{\"run_id\": \"trunc\n")
-    with pytest.raises(ValueError, match=r"runs\.jsonl, line 2: not valid JSON"):
-        analysis.load_runs(tmp_path)
+    with pytest.warns(UserWarning, match=r"runs\.jsonl: skipped line\(s\) \[2\]"):
+        assert list(analysis.load_runs(tmp_path)["run_id"]) == ["run00"]
     log.write_text("\n")
     with pytest.raises(ValueError, match="holds no runs yet"):
         analysis.load_runs(log)
@@ -197,7 +208,7 @@ def test_conclusions_are_computed_from_the_runs(runs):
 
 def test_conclusions_follow_the_data_when_it_changes(log_dir):
     # Flip the effect of the optimizer: now sgd must come out on top, with no change to the code.
-    records = [json.loads(line) for line in (log_dir / analysis.RUN_LOG).read_text().splitlines()]
+    records = [json.loads(line) for line in (log_dir / RUN_LOG).read_text().splitlines()]
     for record in records:
         if record["optimizer"] == "sgd" and record["final_val_acc"] is not None:
             record["final_val_acc"] += 0.2
