@@ -50,6 +50,25 @@ def kernel_env() -> dict:
     return env
 
 
+def merge_streams(nb) -> None:
+    """Join consecutive pieces of the same stream in each cell.
+
+    How a kernel splits a cell's printing into pieces depends on timing; merged, a re-run that
+    prints the same text saves the same file (nbval merges them the same way before comparing).
+    """
+    for cell in nb.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (output.output_type == "stream" and previous is not None
+                    and previous.output_type == "stream" and previous.name == output.name):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell.outputs = merged
+
+
 def execute(path: Path, timeout: int) -> float:
     """Run one notebook in place; return its wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
@@ -64,6 +83,7 @@ def execute(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     client.execute(env=kernel_env())
     seconds = time.perf_counter() - start
+    merge_streams(nb)
     # Write next to the target, then rename: an interrupted run never leaves half a notebook.
     mode = path.stat().st_mode & 0o777
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".ipynb", delete=False,
