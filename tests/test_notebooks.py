@@ -7,11 +7,13 @@ Refresh the saved outputs with ``make notebooks`` (tools/run_notebooks.py).
 """
 
 import importlib
+import importlib.util
 import inspect
 import json
 import os
 import pkgutil
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -188,3 +190,38 @@ def test_checks_catch_a_bad_notebook(tmp_path):
     assert output_texts(cell.outputs[0]) == ["<Figure>"]
     assert {"Linear", "Linear_Layer", "NeuralNet", "ManualLinear", "check_linear_backward"} <= public_names()
     assert IMAGE_LINK.findall("![a](../assets/x.png) <img src='y.svg'>") == [("../assets/x.png", ""), ("", "y.svg")]
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", REPO / "tools" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_run_notebooks_saves_a_clean_run_and_leaves_a_failing_notebook_alone(tmp_path, capsys):
+    runner = load_runner()
+    good, bad = tmp_path / "good.ipynb", tmp_path / "bad.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os, pathlib, sys\n"
+        "print(os.environ['COURSE_FAST'], pathlib.Path.cwd().name)\n"
+        "sys.stdout.flush()\n"
+        "print(sys.executable)")]
+    nbformat.write(nb, good)
+    nb.cells = [nbformat.v4.new_code_cell("raise ValueError('broken')")]
+    nbformat.write(nb, bad)
+    before = bad.read_bytes()
+
+    assert runner.main([str(good), str(bad)]) == 1
+    assert "FAILED   bad.ipynb" in capsys.readouterr().err
+    assert bad.read_bytes() == before  # a failed run loses nothing
+
+    (cell,) = load(good).cells
+    assert cell.execution_count == 1
+    assert [o.output_type for o in cell.outputs] == ["stream"]  # the two prints, merged
+    fast, folder, executable = cell.outputs[0].text.split()
+    assert (fast, folder) == ("1", tmp_path.name)  # fast mode, run in the notebook's folder
+    assert Path(executable).resolve() == Path(sys.executable).resolve()  # this environment's kernel
+    assert "execution" not in cell.metadata  # no timestamps to churn git
