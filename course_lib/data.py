@@ -324,16 +324,18 @@ class Split:
             index = order[start:start + batch_size]
             images = self.images.index_select(0, index)
             if shifts and shifts[i] != [0, 0]:
-                images = shift_images(images, *shifts[i], shift, self.fill)
+                images = shift_images(images, *shifts[i], self.fill)
             yield images, self.labels.index_select(0, index)
 
 
-def shift_images(images: Tensor, dy: int, dx: int, pad: int, fill: float) -> Tensor:
-    """Move ``images`` (B, C, H, W) down by ``dy`` and right by ``dx`` pixels (|dy|, |dx| <= pad),
+def shift_images(images: Tensor, dy: int, dx: int, fill: float) -> Tensor:
+    """Move ``images`` (..., H, W) down by ``dy`` and right by ``dx`` pixels (negative: up, left),
     filling the uncovered border with ``fill``."""
     h, w = images.shape[-2:]
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), value=fill)
-    return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+    out = torch.full_like(images, fill)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 @dataclass

@@ -45,7 +45,7 @@ import secrets
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -329,6 +329,20 @@ class RunResult:
         return self.out_dir / RUN_LOG
 
 
+@dataclass
+class _Done:
+    """What a run has done so far; saved in ``last.pt`` and restored by ``resume``."""
+
+    run_id: str
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float = math.inf
+    samples: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
 def _new_run_id(out_dir: Path) -> str:
     while True:  # the random suffix keeps two runs started in the same second apart
         run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
@@ -344,6 +358,51 @@ def _find_resume(resume, out_dir: Path) -> Path:
     raise FileNotFoundError(
         f"nothing to resume at {resume!r}: give a run id in {out_dir}, a run folder, or its "
         "last.pt (a run can be resumed once it has finished its first epoch)")
+
+
+def _epoch(epoch, model, data: Data, config: TrainConfig, optimizer, scheduler, generator, steps,
+           progress: bool) -> dict:
+    """Train one epoch, validate; return its history row."""
+    start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+    batches = itertools.islice(data.train.batches(config.batch_size, generator, config.shift), steps)
+    with tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False,
+              disable=not progress) as bar:
+        try:
+            train_loss, train_acc, samples = train_epoch(
+                model, batches, optimizer, scheduler, bar if progress else None)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(
+                f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
+                f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g})"
+            ) from None
+    seconds = time.perf_counter() - start
+    val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+            "val_acc": val_acc, "lr": lr, "seconds": seconds, "samples": samples}
+
+
+def _record(status, config: TrainConfig, data: Data, device, done: _Done, resumed_at, test,
+            started_at, wall_seconds) -> dict:
+    """The run-log line (its keys are listed in this module's docstring)."""
+    import torchvision
+
+    last = done.history[-1] if done.history else {}
+    return {
+        "run_id": done.run_id, "status": status,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "lr": config.learning_rate, "resolved_dataset": data.name, "device_used": str(device),
+        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(), "course_lib_version": __version__,
+        "started_at": started_at, "wall_seconds": wall_seconds, "train_seconds": done.train_seconds,
+        "samples_per_second": done.samples / done.train_seconds if done.train_seconds else None,
+        "epochs_completed": len(done.history), "resumed_at_epoch": resumed_at,
+        "best_epoch": done.best_epoch, "best_val_loss": done.best_val_loss,
+        **{f"final_{k}": last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+        "test_loss": test[0], "test_acc": test[1],
+        "checkpoint": f"{done.run_id}/best.pt" if done.best_epoch is not None else None,
+        "input_mean": data.mean, "input_std": data.std,
+        "history": done.history,
+    }
 
 
 def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = None,
@@ -366,18 +425,16 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact).
         TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
     """
-    wall_start = time.perf_counter()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     out_dir = resolve_out_dir(config.out_dir if config else None)
     state = None
     if resume is not None:
         last = _find_resume(resume, out_dir)
         state = torch.load(last, map_location="cpu", weights_only=True)
-        config = TrainConfig(**state["config"])
-        out_dir = last.parent.parent
+        config, out_dir = TrainConfig(**state["config"]), last.parent.parent
     config = config if config is not None else TrainConfig()
     device = resolve_device(config.device)
-    if data is None:
+    if data is None:  # a resumed run reloads what it trained on, even if "auto" would now differ
         data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)
 
     torch.manual_seed(config.seed)
@@ -385,83 +442,43 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
     steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
     optimizer, scheduler = make_optimizer(config, model, steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    s = {"history": [], "best_val_loss": math.inf, "best_epoch": None, "train_seconds": 0.0,
-         "wall_seconds": 0.0, "samples": 0, "epoch": 0, "run_id": None}
+    if state is None:
+        done = _Done(_new_run_id(out_dir))
+    else:
+        done = _Done(**{f.name: state[f.name] for f in dataclasses.fields(_Done)})
     if state is not None:
-        s.update({k: state[k] for k in s})
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-    resumed_at = s["epoch"]
-    run_id = s["run_id"] = s["run_id"] or _new_run_id(out_dir)
-    run_dir = out_dir / run_id
+    resumed_at, run_dir = done.epoch, out_dir / done.run_id
     status, test, failure = "interrupted", (None, None), None
-
-    def record():
-        last = s["history"][-1] if s["history"] else {}
-        return {
-            "run_id": run_id, "status": status,
-            **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
-            "lr": config.learning_rate, "resolved_dataset": data.name, "device_used": str(device),
-            "torch_version": torch.__version__, "torchvision_version": _torchvision_version(),
-            "python_version": platform.python_version(), "course_lib_version": __version__,
-            "started_at": started_at,
-            "wall_seconds": s["wall_seconds"] + time.perf_counter() - wall_start,
-            "train_seconds": s["train_seconds"],
-            "samples_per_second": s["samples"] / s["train_seconds"] if s["train_seconds"] else None,
-            "epochs_completed": len(s["history"]), "resumed_at_epoch": resumed_at,
-            "best_epoch": s["best_epoch"], "best_val_loss": s["best_val_loss"],
-            **{f"final_{k}": last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-            "test_loss": test[0], "test_acc": test[1],
-            "checkpoint": f"{run_id}/best.pt" if s["best_epoch"] is not None else None,
-            "input_mean": data.mean, "input_std": data.std,
-            "history": s["history"],
-        }
-
-    bar = tqdm(total=config.epochs, initial=s["epoch"], unit="epoch", desc=f"{data.name}",
+    bar = tqdm(total=config.epochs, initial=done.epoch, unit="epoch", desc=data.name,
                disable=not progress)
     try:
-        for epoch in range(s["epoch"] + 1, config.epochs + 1):
-            start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            batches = itertools.islice(
-                data.train.batches(config.batch_size, generator, shift=config.shift), steps)
-            with tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False,
-                      disable=not progress) as epoch_bar:
-                try:
-                    train_loss, train_acc, samples = train_epoch(
-                        model, batches, optimizer, scheduler, epoch_bar if progress else None)
-                except TrainingDiverged as e:
-                    raise TrainingDiverged(
-                        f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which "
-                        f"is probably too high: try a lower one, e.g. lr={lr / 10:.3g} "
-                        f"(--lr {lr / 10:.3g})") from None
-            seconds = time.perf_counter() - start
-            s["train_seconds"] += seconds
-            s["samples"] += samples
-            val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds}
-            s["history"].append(row)
-            if val_loss < s["best_val_loss"]:
+        for epoch in range(done.epoch + 1, config.epochs + 1):
+            row = _epoch(epoch, model, data, config, optimizer, scheduler, generator, steps, progress)
+            done.samples += row.pop("samples")
+            done.train_seconds += row["seconds"]
+            done.history.append(row)
+            if row["val_loss"] < done.best_val_loss:
                 save_checkpoint(model.state_dict(), run_dir / "best.pt")
-                s["best_val_loss"], s["best_epoch"] = val_loss, epoch
-            s["epoch"] = epoch
-            s["wall_seconds"] += time.perf_counter() - wall_start
-            wall_start = time.perf_counter()
+                done.best_val_loss, done.best_epoch = row["val_loss"], epoch
+            done.epoch = epoch
+            done.wall_seconds, clock = done.wall_seconds + time.perf_counter() - clock, time.perf_counter()
             save_checkpoint({
-                **s, "config": dataclasses.asdict(config), "resolved_dataset": data.name,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                **dataclasses.asdict(done), "config": dataclasses.asdict(config),
+                "resolved_dataset": data.name, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             }, run_dir / "last.pt")
-            bar.set_postfix(train_acc=f"{train_acc:.4f}", val_loss=f"{val_loss:.4f}",
-                            val_acc=f"{val_acc:.4f}", refresh=False)
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_acc", "val_loss", "val_acc")},
+                            refresh=False)
             bar.update(1)
             if on_epoch is not None:
                 on_epoch(row, model)
-        if s["best_epoch"] is None:
+        if done.best_epoch is None:
             raise TrainingDiverged("no epoch gave a finite validation loss")
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
         test = evaluate(model, data.test.batches(EVAL_BATCH_SIZE))
@@ -473,14 +490,9 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         raise
     finally:
         bar.close()
-        final = record()
+        wall = done.wall_seconds + time.perf_counter() - clock
+        final = _record(status, config, data, device, done, resumed_at, test, started_at, wall)
         append_run_log(out_dir / RUN_LOG, final)
     if failure is not None:
         raise failure
     return RunResult(final, model, out_dir)
-
-
-def _torchvision_version() -> str:
-    import torchvision
-
-    return torchvision.__version__

@@ -288,10 +288,12 @@ def test_shuffled_batches_follow_the_seed_and_see_each_sample_once():
 
 def test_shift_images_moves_and_fills():
     x = torch.arange(16.0).view(1, 1, 4, 4)
-    moved = shift_images(x, 1, -1, pad=1, fill=-9.0)  # down one, left one
+    moved = shift_images(x, 1, -1, fill=-9.0)  # down one, left one
     expected = torch.tensor([[-9, -9, -9, -9], [1, 2, 3, -9], [5, 6, 7, -9], [9, 10, 11, -9.0]])
     assert torch.equal(moved[0, 0], expected)
-    assert torch.equal(shift_images(x, 0, 0, pad=2, fill=0.0), x)
+    assert torch.equal(shift_images(x, 0, 0, fill=0.0), x)
+    up_right_two = shift_images(x, -2, 2, fill=0.0)[0, 0]
+    assert torch.equal(up_right_two[:2, 2:], x[0, 0, 2:, :2]) and up_right_two.sum() == x[0, 0, 2:, :2].sum()
 
 
 def test_shifted_batches_are_shifts_of_the_right_images():
@@ -301,7 +303,7 @@ def test_shifted_batches_are_shifts_of_the_right_images():
     seen = set()
     for x, y in split.batches(8, torch.Generator().manual_seed(0), shift=1):
         candidates = {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                      if torch.equal(x, shift_images(images[y], dy, dx, 1, -1.0))}
+                      if torch.equal(x, shift_images(images[y], dy, dx, -1.0))}
         assert len(candidates) == 1
         seen |= candidates
     assert len(seen) > 1  # batches really are moved, not all by the same amount
