@@ -2,8 +2,8 @@
 
 Every run uses the defaults that ``python -m course_lib train`` uses; only the dataset, the seed
 and the device change. Reported per run: test accuracy of the best checkpoint (lowest validation
-loss), training seconds, and for Fashion-MNIST the training seconds until the model first reaches
-89% test accuracy (measured after every epoch, evaluation time excluded).
+loss), training seconds, and the training seconds until the model first reaches the dataset's
+target test accuracy (``TARGET``; measured after every epoch, evaluation time excluded).
 
     fashion-mnist  target >= 89.0% test accuracy, 89% within 15 s of training on a 2-core CPU
     mnist-5k       target >= 94% on the real 10,000-image MNIST test set, read from --mnist-test
@@ -24,11 +24,13 @@ from pathlib import Path
 
 import torch
 
-from course_lib.data import (DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, read_idx,
+from course_lib.data import (DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, read_idx,
                              repo_root, to_split)
 from course_lib.train import EVAL_BATCH_SIZE, TrainConfig, evaluate, fit, resolve_device
 
-TARGET = {"fashion-mnist": 0.89, "mnist-5k": 0.94, "mnist": 0.98}
+# Test accuracy to reach, for the "seconds to target" column (mnist-5k's target, 94%, is on the
+# real MNIST test set, reported in its own column).
+TARGET = {"fashion-mnist": 0.89, "mnist": 0.98, "mnist-proxy": 0.98}
 DEFAULT_MNIST_TEST = (repo_root() or Path.cwd()).parent / "shared" / "data" / "mnist-test"
 
 
@@ -42,14 +44,14 @@ def real_mnist_test(folder: Path):
 
 def run(dataset: str, seed: int, device, out_dir: str, data=None, extra_test=None):
     """Train with the defaults; return the row to print."""
-    config = TrainConfig(dataset=dataset if dataset in TARGET else "auto", seed=seed,
+    config = TrainConfig(dataset=dataset if dataset in DATASETS else "auto", seed=seed,
                          device=str(device), out_dir=out_dir)
     data = data if data is not None else load_data(config.dataset, device)
     reached = {"train_seconds": 0.0, "at": None, "epoch": None}
 
     def on_epoch(row, model):  # test accuracy after every epoch, for the time-to-target column
         reached["train_seconds"] += row["seconds"]
-        if reached["at"] is None and dataset == "fashion-mnist":
+        if reached["at"] is None and dataset in TARGET:
             if evaluate(model, data.test.batches(EVAL_BATCH_SIZE))[1] >= TARGET[dataset]:
                 reached["at"], reached["epoch"] = reached["train_seconds"], row["epoch"]
 
@@ -98,7 +100,8 @@ def main():
             try:
                 data = load_data(raw=raw if raw is not None else load_raw(name), device=device)
             except DatasetUnavailable as e:
-                skipped.append(f"{name}: not measured ({str(e).split(' (')[0]})")
+                skipped.append(f"{name}: not measured (not on disk, and the download failed: "
+                               f"{type(e).__name__})")
                 continue
             extra = real_test if name == "mnist-5k" else None
             for seed in args.seeds:
@@ -107,7 +110,7 @@ def main():
                 print(f"  {name} seed {seed}: {rows[-1]['test_acc']:.4f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
     print("\n| dataset | seed | test acc | real MNIST test acc | best epoch | train s | samples/s "
-          "| s to 89% (epoch) |")
+          "| s to target (epoch) |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         real = f"{100 * r['real_mnist_test_acc']:.2f}%" if "real_mnist_test_acc" in r else "-"
