@@ -109,7 +109,8 @@ def _train(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", metavar="RUN_ID_OR_PATH", default=None,
                         help="continue an interrupted run (its run id, folder or last.pt) with "
-                             "its saved settings; the options above are then ignored")
+                             "its saved settings; the options above are then ignored, except "
+                             "--out-dir, where a run id is looked up")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--summary-json", metavar="PATH", default=None,
                         help="also write the results (test accuracy, paths, speed) to this JSON file")

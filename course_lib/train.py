@@ -122,7 +122,10 @@ def resolve_device(device="auto") -> torch.device:
     """``auto`` is CUDA when available, else the CPU; asking for a missing CUDA is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False; "
                          "use device 'cpu' or 'auto'")

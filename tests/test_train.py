@@ -303,3 +303,5 @@ def test_device_is_chosen_once_and_missing_cuda_is_an_error(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="cuda.*is_available"):
         resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
