@@ -14,19 +14,19 @@ two things in ``out_dir`` (default: the checkout's ``runs/``, or ``$COURSE_RUNS_
     when it is interrupted (Ctrl-C) or stopped by a NaN/infinite loss. Read it with
     ``read_run_log(out_dir)`` or ``pandas.read_json(path, lines=True)``. Flat keys:
 
-    run_id, status ("completed" | "interrupted" | "diverged"), every ``TrainConfig`` field
-    (dataset, epochs, batch_size, lr, momentum, optimizer, weight_decay, schedule, shift,
-    num_units, seed, device, max_batches, data_dir, out_dir), resolved_dataset (e.g. "mnist-5k"
-    when "auto" fell back), device_used, torch_version, torchvision_version, python_version,
-    course_lib_version, started_at (ISO 8601, UTC), wall_seconds, train_seconds,
-    samples_per_second, epochs_completed, resumed_at_epoch (0 for a fresh run), best_epoch,
-    best_val_loss, final_train_loss, final_train_acc, final_val_loss, final_val_acc, test_loss,
-    test_acc (of the best checkpoint; null unless completed), checkpoint (best.pt's path relative
-    to out_dir), and history: a list of per-epoch dicts
-    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds}, where lr is the learning
-    rate at the epoch's first batch and seconds its training time (evaluation excluded, so the
-    seconds add up to train_seconds). input_mean and input_std give the normalisation the model
-    expects: ``x = (pixel / 255 - input_mean) / input_std``.
+    run_id; status ("completed", "interrupted", "diverged", or "failed" for an error); every
+    ``TrainConfig`` field (dataset, epochs, batch_size, lr resolved to a number, momentum,
+    optimizer, weight_decay, schedule, shift, num_units, seed, device, max_batches, data_dir,
+    out_dir); resolved_dataset ("mnist-5k" when "auto" fell back); device_used; torch_version,
+    torchvision_version, python_version, course_lib_version; started_at (ISO 8601, UTC);
+    wall_seconds, train_seconds, samples_per_second; epochs_completed, resumed_at_epoch (0 for a
+    fresh run); best_epoch, best_val_loss; final_train_loss, final_train_acc, final_val_loss,
+    final_val_acc; test_loss, test_acc (of the best checkpoint; null unless completed);
+    checkpoint (best.pt's path relative to out_dir); input_mean, input_std (the model expects
+    ``x = (pixel / 255 - input_mean) / input_std``); and history, a list of per-epoch dicts
+    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds}: lr is the learning rate at
+    the epoch's first batch, seconds its training time (evaluation excluded: they add up to
+    train_seconds).
 
 Accuracies are fractions in [0, 1]: correct predictions counted over every sample. Numbers that
 are not finite are written as null. A resumed run appends a new line with the same run_id; keep
@@ -99,17 +99,22 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {what}")
 
-        need(self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        need(self.optimizer in DEFAULT_LR, f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        need(self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        need(self.dataset in DATASETS,
+             f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        need(self.optimizer in DEFAULT_LR,
+             f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        need(self.schedule in ("cosine", "constant"),
+             f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "num_units"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= (2 if name == "num_units" else 1),
                  f"{name} must be a positive integer, got {value!r}")
         need(self.max_batches is None or (isinstance(self.max_batches, int) and self.max_batches >= 1),
              f"max_batches must be a positive integer or None, got {self.max_batches!r}")
-        need(isinstance(self.shift, int) and 0 <= self.shift <= 4, f"shift must be 0..4 pixels, got {self.shift!r}")
-        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr must be a positive number, got {self.lr!r}")
+        need(isinstance(self.shift, int) and 0 <= self.shift <= 4,
+             f"shift must be 0..4 pixels, got {self.shift!r}")
+        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
+             f"lr must be a positive number, got {self.lr!r}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
@@ -263,18 +268,14 @@ def _finite(value):
 
 def append_run_log(path, record: dict) -> None:
     """Append ``record`` as one JSON line, in one write, flushed to disk."""
-    line = json.dumps(_finite(record), allow_nan=False) + "\n"
+    line = (json.dumps(_finite(record), allow_nan=False) + "\n").encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = "\n" + line  # a run killed mid-write left a partial line: start a fresh one
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "ab+", buffering=0) as f:  # unbuffered append: one write() call per line
+        if f.seek(0, os.SEEK_END) and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+            line = b"\n" + line  # a run killed mid-write left a partial line: start a fresh one
+        f.write(line)
+        os.fsync(f.fileno())
 
 
 def read_run_log(path_or_dir=None):

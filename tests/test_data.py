@@ -72,8 +72,10 @@ def test_data_dir_outside_a_checkout_is_a_per_user_folder(monkeypatch, tmp_path)
 
 def test_read_idx_follows_the_format(tmp_path):
     """Header bytes written by hand: 0, 0, type 0x08 (uint8), 2 dims, sizes 2 and 3 big-endian."""
-    (tmp_path / "u8").write_bytes(bytes([0, 0, 0x08, 2]) + struct.pack(">II", 2, 3) + bytes([1, 2, 3, 250, 251, 252]))
-    (tmp_path / "i32").write_bytes(bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -7, 70000))
+    u8_bytes = bytes([0, 0, 0x08, 2]) + struct.pack(">II", 2, 3) + bytes([1, 2, 3, 250, 251, 252])
+    i32_bytes = bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -7, 70000)
+    (tmp_path / "u8").write_bytes(u8_bytes)
+    (tmp_path / "i32").write_bytes(i32_bytes)
     u8, i32 = read_idx(tmp_path / "u8"), read_idx(tmp_path / "i32")
     assert u8.dtype == torch.uint8 and u8.tolist() == [[1, 2, 3], [250, 251, 252]]
     assert i32.dtype == torch.int32 and i32.tolist() == [-7, 70000]
