@@ -6,8 +6,9 @@ import torch
 
 from course_lib import Linear_Layer
 from course_lib.checks import (
-    _random_linear_cases, check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
+    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
 )
+from course_lib.checks.assignments import _random_linear_cases
 
 
 def linear_function(grad_weight_fn):

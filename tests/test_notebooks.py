@@ -63,10 +63,10 @@ def output_texts(output) -> list:
 def public_names() -> set:
     """Classes and functions defined by course_lib's modules (what a notebook must not redefine)."""
     names = set()
-    for info in pkgutil.iter_modules(course_lib.__path__):
-        if info.name.startswith("_"):
+    for info in pkgutil.walk_packages(course_lib.__path__, prefix="course_lib."):
+        if info.name.rsplit(".", 1)[-1].startswith("_"):
             continue
-        module = importlib.import_module(f"course_lib.{info.name}")
+        module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if (not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
                     and getattr(obj, "__module__", "") == module.__name__):

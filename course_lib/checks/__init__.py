@@ -1,0 +1,37 @@
+"""Checks for students' code, with feedback in plain words.
+
+Each ``check_*`` function runs a student's implementation against PyTorch on fresh random inputs
+and returns a ``Report``: one line per thing checked (pass/fail, the shape received and expected,
+the largest error). A report prints itself, is truthy when everything passed, and
+``report.raise_if_failed()`` turns it into an ``AssertionError`` carrying the same text, which is
+what a graded test cell wants.
+
+    >>> report = check_linear_backward(MyLinear)      # an autograd Function class
+    >>> report = check_linear_backward(my_backward)   # or backward(grad_out, x, w, b) -> 3 grads
+    >>> print(report)
+
+The checks live in three modules, all importable from here:
+    core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
+    lessons      ``exercise`` and the checks of the lesson exercises
+    assignments  the checks of the graded nbgrader assignments
+"""
+
+from .assignments import (
+    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
+)
+from .core import (
+    TOLERANCE, Line, Report, check_accuracy, check_function, check_linear_backward,
+    check_linear_forward, check_sgd_step, compare,
+)
+from .lessons import (
+    check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
+)
+
+__all__ = [
+    "TOLERANCE", "Line", "Report", "compare",
+    "check_accuracy", "check_function", "check_linear_backward", "check_linear_forward",
+    "check_sgd_step",
+    "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
+    "check_train_step",
+    "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
+]

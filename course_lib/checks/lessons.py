@@ -1,0 +1,249 @@
+"""Checks for the exercises that end each lesson notebook.
+
+``exercise`` runs a check on the student's answer; while that answer is still the stub raising
+``NotImplementedError``, it runs the same check on the lesson's solution instead, so a freshly
+opened lesson shows what passing looks like.
+"""
+
+import copy
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .core import Report, _is_function_class, _raised, check_sgd_step, compare
+
+def _watch_for_stub(answer, seen: list):
+    """Wrap ``answer`` (a callable or a Function class) to note in ``seen`` a NotImplementedError."""
+
+    def guard(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except NotImplementedError:
+                seen.append(fn.__name__)
+                raise
+        return guarded
+
+    if not _is_function_class(answer):
+        return guard(answer) if callable(answer) else answer
+
+    class Guarded(answer):
+        forward = staticmethod(guard(answer.forward))
+        backward = staticmethod(guard(answer.backward))
+
+    Guarded.__name__ = Guarded.__qualname__ = answer.__name__
+    return Guarded
+
+
+def exercise(check, answer, solution, **kwargs) -> Report:
+    """``check(answer)``, or ``check(solution)`` while the student's answer is still the stub.
+
+    The answer counts as not written yet when it raised ``NotImplementedError`` and no line of
+    its report passed; the solution's report is then returned under a title that says so.
+    ``kwargs`` go to ``check`` (e.g. ``forward=`` and ``shapes=`` for ``check_backward``).
+    """
+    seen = []
+    report = check(_watch_for_stub(answer, seen), **kwargs)
+    if not seen or any(line.passed for line in report.lines):
+        return report
+    shown = check(solution, **kwargs)
+    name = getattr(answer, "__name__", "your answer")
+    shown.title += f" [solution shown: {name} still raises NotImplementedError]"
+    return shown
+
+
+def check_parameter_count(fn) -> Report:
+    """Check ``fn(sizes)`` counts the weights and biases of a fully connected network.
+
+    ``sizes`` lists the layer widths, input first (``[784, 128, 64, 10]``); the expected count is
+    what ``torch.nn.Linear`` layers of those sizes hold: ``sum(n_in * n_out + n_out)``.
+    """
+    report = Report("check_parameter_count")
+    for sizes in ([3, 1], [4, 3], [10, 5, 1], [784, 128, 64, 10]):
+        label = "sizes " + "-".join(map(str, sizes))
+        pairs = list(zip(sizes, sizes[1:]))
+        # "meta" tensors have shapes but no storage: no memory, no draw from the random generator.
+        expected = sum(p.numel() for a, b in pairs
+                       for p in torch.nn.Linear(a, b, device="meta").parameters())
+        try:
+            got = fn(list(sizes))
+        except Exception as e:
+            _raised(report, label, e)
+            continue
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            report.add(label, False, f"returned {type(got).__name__}, expected an integer")
+        elif got == expected:
+            report.add(label, True, f"{expected:,} parameters")
+        else:
+            hint = ""
+            if got == sum(a * b for a, b in pairs):
+                hint = " That is the weights alone: each layer also has one bias per output."
+            elif got == sum(a * b + a for a, b in pairs):
+                hint = " A layer has one bias per output, not per input."
+            report.add(label, False, f"got {got:,}, expected {expected:,}.{hint}")
+    return report
+
+
+def check_backward(fn, forward, shapes=((3, 4),), wrt=(0,), seed: int = 0) -> Report:
+    """Check a hand-written backward ``fn(grad_output, *inputs)`` against autograd on ``forward``.
+
+    ``forward(*inputs)`` is the operation (e.g. ``torch.relu``, or ``F.mse_loss`` with inputs
+    ``(prediction, target)``). ``fn`` returns ``dL/d input`` for each index in ``wrt`` given
+    ``grad_output = dL/d output``: one tensor when ``wrt`` has one index, else a tuple.
+    """
+    report = Report(f"check_backward({getattr(fn, '__name__', 'backward')})")
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for shape in shapes:
+        t = torch.randn(shape, generator=g, dtype=torch.float64)
+        inputs.append(torch.where(t.abs() < 0.05, t + 0.1, t))  # keep away from kinks at 0
+    leaves = [t.clone().requires_grad_(i in wrt) for i, t in enumerate(inputs)]
+    output = forward(*leaves)
+    grad_output = torch.randn(output.shape, generator=g, dtype=torch.float64)
+    expected = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output)
+    try:
+        got = fn(grad_output.clone(), *(t.clone() for t in inputs))
+    except Exception as e:
+        return _raised(report, "backward", e)
+    if len(wrt) == 1:
+        got = (got,)
+    if not isinstance(got, (tuple, list)) or len(got) != len(wrt):
+        report.add("backward", False, f"expected a tuple of {len(wrt)} gradients, got {type(got).__name__}")
+        return report
+    for i, gv, ev in zip(wrt, got, expected):
+        compare(f"gradient of input {i}", gv, ev, report)
+    return report
+
+
+def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
+    """Check ``fn(params, lr)`` steps each parameter once, in place, then clears its gradient.
+
+    ``params`` is a list of ``nn.Parameter`` whose ``.grad`` is filled in, as after
+    ``loss.backward()``; afterwards each must equal ``before - lr * grad`` and its ``.grad`` be
+    zero or ``None``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"weight1": (2, 3), "bias1": (3,), "weight2": (3, 5), "bias2": (5,),
+              "weight3": (5, 1), "bias3": (1,)}
+    params = {}
+    for name, shape in shapes.items():
+        params[name] = torch.nn.Parameter(torch.randn(shape, generator=g, dtype=torch.float64))
+        params[name].grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    try:
+        fn(list(params.values()), lr)
+    except Exception as e:
+        return _raised(Report("check_sgd_update"), "step", e)
+    report = check_sgd_step(before, {n: p.detach() for n, p in params.items()}, grads, lr)
+    report.title = "check_sgd_update"
+    for name, p in params.items():
+        cleared = p.grad is None or not p.grad.any()
+        report.add(f"{name}.grad", cleared, "cleared" if cleared else
+                   "still holds the gradient: zero it (or set it to None) after the step")
+    return report
+
+
+def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
+    """Check ``fn(model, inputs, targets, optimizer) -> loss`` makes one training step on MSE.
+
+    Two steps run on a ``CustomModel`` beside a reference copy that does ``zero_grad``, forward,
+    ``F.mse_loss``, ``backward``, ``step``; the second step catches gradients never zeroed.
+    """
+    from ..models import CustomModel  # imported here: the checks sit above the library
+
+    report = Report("check_train_step")
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        model = CustomModel(4, 8, 1)
+    reference = copy.deepcopy(model)
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    for step in (1, 2):
+        ref_optimizer.zero_grad()
+        ref_loss = F.mse_loss(reference(x), y)
+        ref_loss.backward()
+        ref_optimizer.step()
+        try:
+            loss = fn(model, x, y, optimizer)
+        except Exception as e:
+            return _raised(report, f"step {step}", e)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.item()
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            ok = math.isclose(loss, ref_loss.item(), rel_tol=1e-5)
+            report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
+                       f"{loss:.6g}, expected {ref_loss.item():.6g} (F.mse_loss before the step)")
+        else:
+            report.add(f"loss returned (step {step})", False,
+                       f"returned {type(loss).__name__}, expected the loss as a number")
+        params = list(model.parameters())
+        if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, reference.parameters())):
+            report.add(f"parameters after step {step}", True, "match one SGD step")
+        elif step == 2:
+            report.add("parameters after step 2", False, "step 1 was right, step 2 is not: "
+                       "call optimizer.zero_grad() before backward, or gradients add up")
+        elif all(torch.equal(p, s) for p, s in zip(params, start)):
+            report.add("parameters after step 1", False,
+                       "unchanged: call optimizer.step() after loss.backward()")
+            return report
+        else:
+            report.add("parameters after step 1", False, "differ from one SGD step: the order "
+                       "is zero_grad, forward, loss, backward, step")
+            return report
+    return report
+
+
+def check_mlp(fn, scale: float = 0.5) -> Report:
+    """Check ``fn(sizes)`` returns ``nn.Sequential(Linear, ScaledReLU(scale), ..., Linear)``.
+
+    The layers are ``course_lib.layers.Linear`` with widths ``sizes`` (input first), with a
+    ``ScaledReLU`` between each pair and none after the last layer.
+    """
+    from ..layers import Linear, ScaledReLU
+
+    def describe(m):
+        if isinstance(m, Linear):
+            return f"Linear({m.in_features}, {m.out_features})"
+        if isinstance(m, torch.nn.Linear):
+            return f"nn.Linear({m.in_features}, {m.out_features})"
+        if isinstance(m, ScaledReLU):
+            return f"ScaledReLU({m.scale:g})"
+        return type(m).__name__
+
+    report = Report("check_mlp")
+    for sizes in ([6, 5, 4, 2], [3, 1]):
+        label = "sizes " + "-".join(map(str, sizes))
+        expected = [f"Linear({a}, {b})" for a, b in zip(sizes, sizes[1:])]
+        for i in range(len(expected) - 1, 0, -1):  # an activation between each pair of layers
+            expected.insert(i, f"ScaledReLU({scale:g})")
+        try:
+            with torch.random.fork_rng(devices=[]):
+                model = fn(list(sizes))
+        except Exception as e:
+            _raised(report, label, e)
+            continue
+        if not isinstance(model, torch.nn.Sequential):
+            report.add(label, False, f"returned {type(model).__name__}, expected an nn.Sequential")
+            continue
+        got = [describe(m) for m in model]
+        hint = " Use course_lib's Linear, not nn.Linear." if any("nn." in d for d in got) else ""
+        report.add(label, got == expected, ", ".join(got) if got == expected else
+                   f"got [{', '.join(got)}], expected [{', '.join(expected)}].{hint}")
+        try:
+            with torch.no_grad():
+                shape = tuple(model(torch.zeros(7, sizes[0])).shape)
+        except Exception as e:
+            _raised(report, f"output shape ({label})", e)
+            continue
+        report.add(f"output shape ({label})", shape == (7, sizes[-1]),
+                   f"{shape}" + ("" if shape == (7, sizes[-1]) else f", expected {(7, sizes[-1])}"))
+    return report
