@@ -236,7 +236,8 @@ def conclusions(runs: pd.DataFrame, metric: str = "final_val_acc") -> list:
     failed = runs[runs[metric].isna()]
     for _, run in failed.iterrows():
         detail = ", ".join(f"{name}={run[name]}" for name in varying(runs))
-        why = {"diverged": "it diverged", "interrupted": "it was interrupted"}.get(
+        why = {"diverged": "it diverged", "interrupted": "it was interrupted",
+               "failed": "it failed with an error"}.get(
             run["status"], f"status {run['status']}")
         lines.append(f"{run['run_id']} ({detail}) has no {metric}: {why}.")
     return lines

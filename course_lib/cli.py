@@ -11,6 +11,7 @@ returns the exit code. A new command is one decorated function, nothing else to 
 """
 
 import argparse
+import itertools
 import json
 import sys
 import warnings
@@ -152,6 +153,191 @@ def _run_train(args) -> int:
     if args.summary_json:
         atomic_write(args.summary_json, (json.dumps(summary, indent=2) + "\n").encode())
         print(f"summary:       {_display(Path(args.summary_json))}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------
+
+# The course's small grid (the hyperparameter lesson runs it too). Two values each, so that
+# --fraction can run a balanced eighth of it.
+SWEEP_GRID = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
+              "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
+
+
+def default_grid() -> dict:
+    """``SWEEP_GRID``, restricted to the hyperparameters ``TrainConfig`` has."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {name: values for name, values in SWEEP_GRID.items() if name in fields}
+
+
+def sweep_points(grid: dict, fraction: bool = False) -> list:
+    """The settings a sweep trains: every combination of ``grid``'s values, in order, or with
+    ``fraction`` a balanced fraction of them.
+
+    The fraction needs exactly two values per hyperparameter. It has ``n`` runs, the smallest
+    power of two above the number of hyperparameters (8 for 4 to 7 of them); in run ``r`` the
+    hyperparameter in column ``c = 1, 2, ...`` takes its value number ``popcount(r & c) % 2``.
+    Any two hyperparameters then meet in each of their four pairings equally often (an
+    orthogonal array of strength 2), so each value's mean is taken over the same mix of the
+    other settings, and run 0 is the first value of everything.
+    """
+    names = list(grid)
+    if not fraction:
+        return [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+    not_two = [name for name in names if len(grid[name]) != 2]
+    if not_two:
+        raise ValueError(f"a fraction needs exactly two values per hyperparameter; "
+                         f"{', '.join(not_two)} {'has' if len(not_two) == 1 else 'have'} "
+                         "another number: give two, or run the whole grid")
+    runs = 1 << len(names).bit_length()
+    return [{name: grid[name][bin(r & c).count("1") % 2] for c, name in enumerate(names, 1)}
+            for r in range(runs)]
+
+
+def parse_grid(items) -> dict:
+    """``["lr=0.01,0.1", "optimizer=sgd,adam"]`` -> ``{"lr": [0.01, 0.1], "optimizer": [...]}``."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    grid = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ValueError(f"--grid {item!r}: write NAME=VALUE1,VALUE2 (e.g. --grid lr=0.01,0.1)")
+        if name not in fields:
+            raise ValueError(f"--grid {item!r}: {name!r} is not a TrainConfig field; "
+                             f"choose from {', '.join(fields)}")
+        grid[name] = [_value(v.strip()) for v in values.split(",")]
+    return grid
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None if text.lower() == "none" else text
+
+
+@command("sweep", help="train every configuration of a grid (or a balanced fraction); "
+                       "each run is one line of the run log")
+def _sweep(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.set_defaults(epochs=5)
+    grid = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in default_grid().items())
+    parser.add_argument("--grid", metavar="NAME=V1,V2", action="append", default=argparse.SUPPRESS,
+                        help="a TrainConfig field and the values to try, one --grid per field; "
+                             "the other options above are the settings every run shares "
+                             f"(without --grid: {grid})")
+    parser.add_argument("--fraction", action="store_true",
+                        help="train a balanced fraction of the grid (8 runs for 4 to 7 "
+                             "two-valued fields) instead of every combination")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args) -> int:
+    import dataclasses
+
+    from .analysis import conclusions
+    from .data import DataError, DatasetUnavailable, load_data
+    from .train import TrainingDiverged, fit, read_run_log, resolve_device, resolve_out_dir
+
+    try:
+        grid = parse_grid(args.grid) if hasattr(args, "grid") else default_grid()
+        points = sweep_points(grid, args.fraction)
+        base = config_from_args(args)
+        configs = [dataclasses.replace(base, **point) for point in points]  # each one validated
+        out_dir = resolve_out_dir(base.out_dir)
+        data = load_data(base.dataset, resolve_device(base.device), base.data_dir)
+    except (ValueError, TypeError, FileNotFoundError, DataError, DatasetUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, (ValueError, TypeError)) else 1
+    logged = len(read_run_log(out_dir)) if (out_dir / "runs.jsonl").is_file() else 0
+    print(f"sweep: {len(configs)} runs over {', '.join(grid)} on {data.name}, "
+          f"{base.epochs} epochs each")
+    for i, (point, config) in enumerate(zip(points, configs), 1):
+        settings = " ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            record = fit(config, data=data, progress=not args.quiet).record
+            print(f"[{i}/{len(configs)}] {settings}: validation accuracy "
+                  f"{record['final_val_acc']:.2%}  ({record['run_id']})", flush=True)
+        except TrainingDiverged as e:
+            print(f"[{i}/{len(configs)}] {settings}: diverged ({e})", flush=True)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after {i - 1} runs; they are in {_display(out_dir / 'runs.jsonl')}",
+                  file=sys.stderr)
+            return 130
+    runs = read_run_log(out_dir).iloc[logged:]
+    print("\n" + "\n".join(conclusions(runs)))
+    print(f"\nrun log: {_display(out_dir / 'runs.jsonl')}\nreport:  python -m course_lib "
+          f"report {_display(out_dir)} --html {_display(out_dir / 'report.html')}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+@command("report", help="summarise a run log: a table of the runs, conclusions drawn from them, "
+                        "and a standalone HiPlot page")
+def _report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="the folder holding runs.jsonl (or the file)")
+    parser.add_argument("--html", metavar="OUT.html", default=None,
+                        help="write HiPlot's parallel plot of the runs (one line per run) as one "
+                             "HTML file that opens offline in any browser")
+    parser.add_argument("--epochs-html", metavar="OUT.html", default=None,
+                        help="the same for every epoch of every run (its XY view: learning curves)")
+    parser.add_argument("--figure", metavar="OUT.png", default=None,
+                        help="the metric against each hyperparameter that varies, as a PNG")
+    parser.add_argument("--metric", default="final_val_acc",
+                        help="the result to compare runs by (a run-log column; losses: lower is better)")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args) -> int:
+    import io
+
+    import pandas as pd
+
+    from . import analysis
+    from .train import atomic_write
+
+    try:
+        runs = analysis.load_runs(args.runs_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.metric not in runs:
+        print(f"error: --metric {args.metric!r} is not in the run log; choose one of "
+              f"{', '.join(m for m in analysis.RUN_METRICS if m in runs)}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", None,
+                           "display.float_format", "{:.4f}".format):
+        print(analysis.run_view(runs).to_string(index=False))
+    print("\n" + "\n".join(analysis.conclusions(runs, args.metric)))
+    if args.html:
+        path = analysis.write_html(analysis.runs_experiment(runs, color_by=args.metric), args.html)
+        print(f"\nHiPlot, one line per run: {_display(path)}")
+    if args.epochs_html:
+        experiment = analysis.epochs_experiment(analysis.epochs_frame(runs))
+        print(f"HiPlot, one point per epoch: {_display(analysis.write_html(experiment, args.epochs_html))}")
+    if args.figure:
+        buffer = io.BytesIO()
+        analysis.plot_hyperparameters(runs, args.metric).savefig(buffer, format="png", dpi=120)
+        atomic_write(args.figure, buffer.getvalue())
+        print(f"figure: {_display(Path(args.figure))}")
     return 0
 
 

@@ -5,6 +5,7 @@ per run, flat config and result keys, ``history`` a list of per-epoch dicts), wi
 up so that every expected value is known in advance.
 """
 
+import dataclasses
 import itertools
 import json
 
@@ -12,8 +13,9 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from course_lib import analysis
-from course_lib.train import RUN_LOG
+from course_lib import analysis, cli
+from course_lib.data import synthetic, write_raw
+from course_lib.train import RUN_LOG, TrainConfig
 
 matplotlib.use("Agg")
 
@@ -247,3 +249,106 @@ def test_plot_curves_draws_one_line_per_run(runs):
     assert [line.get_label() for line in lines] == [f"run{i:02d}" for i in range(len(GRID))]
     assert list(lines[3].get_ydata()) == pytest.approx([0.77, 0.82, 0.87])
     matplotlib.pyplot.close(fig)
+
+
+# --- The sweep and report commands ----------------------------------------------------------
+
+def test_sweep_points_is_the_whole_grid_in_order():
+    points = cli.sweep_points({"lr": [0.1, 0.01], "num_units": [32, 64, 128]})
+    assert points == [{"lr": lr, "num_units": n} for lr in (0.1, 0.01) for n in (32, 64, 128)]
+
+
+def test_sweep_fraction_is_balanced_for_every_pair_of_hyperparameters():
+    grid = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
+            "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
+    points = cli.sweep_points(grid, fraction=True)
+    assert len(points) == 8 and len({tuple(p.values()) for p in points}) == 8
+    assert points[0] == {name: values[0] for name, values in grid.items()}
+    for a, b in itertools.combinations(grid, 2):
+        pairs = [(p[a], p[b]) for p in points]
+        assert sorted(set(pairs)) == sorted(itertools.product(grid[a], grid[b]))
+        assert all(pairs.count(pair) == 2 for pair in set(pairs)), (a, b, pairs)
+    assert len(cli.sweep_points(dict(list(grid.items())[:3]), fraction=True)) == 4
+    with pytest.raises(ValueError, match="exactly two values per hyperparameter; num_units has"):
+        cli.sweep_points({"lr": [1, 2], "num_units": [8, 16, 32]}, fraction=True)
+
+
+def test_parse_grid_types_the_values_and_names_the_mistakes():
+    assert cli.parse_grid(["lr=0.01,0.1", "num-units=32,64", "optimizer=sgd,adam",
+                           "max_batches=None,5"]) == {
+        "lr": [0.01, 0.1], "num_units": [32, 64], "optimizer": ["sgd", "adam"],
+        "max_batches": [None, 5]}
+    with pytest.raises(ValueError, match="'width' is not a TrainConfig field; choose from"):
+        cli.parse_grid(["width=1,2"])
+    with pytest.raises(ValueError, match="write NAME=VALUE1,VALUE2"):
+        cli.parse_grid(["lr"])
+
+
+def test_default_grid_holds_only_trainconfig_fields():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    grid = cli.default_grid()
+    assert {"lr", "num_units", "batch_size", "optimizer"} <= set(grid) <= fields
+    assert all(len(values) == 2 for values in grid.values())
+
+
+@pytest.fixture(scope="module")
+def synthetic_mnist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_raw(synthetic(300, 100), root / "MNIST" / "raw")
+    return root
+
+
+def test_sweep_command_logs_one_run_per_point_and_survives_a_diverging_one(
+        tmp_path, synthetic_mnist, capsys):
+    out = tmp_path / "runs"
+    code = cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(synthetic_mnist),
+                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "2",
+                     "--max-batches", "3", "--batch-size", "32", "--grid", "lr=0.05,1e6",
+                     "--grid", "num_units=16,32"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    runs = analysis.load_runs(out)
+    assert [(r.lr, r.num_units) for r in runs.itertuples()] == [
+        (0.05, 16), (0.05, 32), (1e6, 16), (1e6, 32)]
+    assert set(runs["epochs"]) == {2} and set(runs["max_batches"]) == {3}
+    assert list(runs["status"]) == ["completed", "completed", "diverged", "diverged"]
+    assert "sweep: 4 runs over lr, num_units on mnist, 2 epochs each" in printed
+    assert "[3/4] lr=1000000.0 num_units=16: diverged" in printed
+    assert "4 runs: 2 completed, 2 diverged." in printed
+    assert f"python -m course_lib report {out} --html {out / 'report.html'}" in printed
+    # A second sweep appends to the log; its summary covers only its own runs.
+    assert cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(synthetic_mnist),
+                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "1",
+                     "--max-batches", "2", "--grid", "lr=0.05,0.01"]) == 0
+    assert "2 runs: 2 completed." in capsys.readouterr().out
+    assert len(analysis.load_runs(out)) == 6
+
+
+def test_sweep_command_rejects_a_bad_grid_before_training(tmp_path, capsys):
+    code = cli.main(["sweep", "--out-dir", str(tmp_path), "--grid", "num_units=1,2"])
+    assert code == 2
+    assert "num_units must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / RUN_LOG).exists()
+
+
+def test_report_command_prints_the_runs_and_writes_html_and_figure(log_dir, tmp_path, capsys):
+    html, epochs_html, figure = tmp_path / "r.html", tmp_path / "e.html", tmp_path / "f.png"
+    code = cli.main(["report", str(log_dir), "--html", str(html), "--epochs-html",
+                     str(epochs_html), "--figure", str(figure)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for i in range(len(GRID) + 1):
+        assert f"run{i:02d}" in printed
+    assert "Best run by final_val_acc: run07 (lr=0.1, num_units=128, optimizer=adam)" in printed
+    assert analysis.external_references(html.read_text()) == []
+    assert '\\"run07\\"' in html.read_text() or '"run07"' in html.read_text()
+    assert "run07/3" in epochs_html.read_text()
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_command_errors(tmp_path, log_dir, capsys):
+    assert cli.main(["report", str(tmp_path / "nowhere")]) == 1
+    assert "no run log at" in capsys.readouterr().err
+    assert cli.main(["report", str(log_dir), "--metric", "val_accuracy"]) == 2
+    err = capsys.readouterr().err
+    assert "'val_accuracy' is not in the run log; choose one of" in err and "final_val_acc" in err
