@@ -19,7 +19,7 @@ from pathlib import Path
 import hiplot as hip
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .train import read_run_log
 
@@ -163,6 +163,14 @@ def hyperparameter_effects(runs: pd.DataFrame, metric: str = "final_val_acc") ->
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
+def effect_sizes(runs: pd.DataFrame, metric: str = "final_val_acc") -> pd.Series:
+    """Per varying hyperparameter, the gap between its best and worst value's mean ``metric``;
+    largest first."""
+    effects = hyperparameter_effects(runs, metric).dropna(subset=["mean"])
+    gaps = effects.groupby("hyperparameter", sort=False)["mean"].agg(lambda m: m.max() - m.min())
+    return gaps.sort_values(ascending=False, kind="stable")
+
+
 def plot_hyperparameters(runs: pd.DataFrame, metric: str = "final_val_acc"):
     """The key comparison without JavaScript: ``metric`` against each varying hyperparameter.
 
@@ -188,16 +196,32 @@ def plot_hyperparameters(runs: pd.DataFrame, metric: str = "final_val_acc"):
     return fig
 
 
-def plot_curves(epochs: pd.DataFrame, metrics=("train_loss", "val_loss", "val_acc")):
-    """Learning curves: one panel per metric, one line per run (x: epoch). Returns the Figure."""
+def plot_curves(epochs: pd.DataFrame, metrics=("train_loss", "val_loss", "val_acc"),
+                color_by: str | None = None):
+    """Learning curves: one panel per metric, one line per run (x: epoch). Returns the Figure.
+
+    With ``color_by`` (a hyperparameter column), runs sharing its value share a colour, and the
+    legend names the values; otherwise each line is labelled with its run id.
+    """
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    values = list(dict.fromkeys(epochs[color_by])) if color_by else []
     for ax, metric in zip(axes[0], metrics):
         for run_id, run in epochs.groupby("run_id", sort=False):
-            ax.plot(run["epoch"], run[metric], marker=".", label=run_id)
+            if color_by:
+                value = run[color_by].iloc[0]
+                style = {"color": f"C{values.index(value) % 10}", "label": f"{color_by}={value}"}
+            else:
+                style = {"label": run_id}
+            ax.plot(run["epoch"], run[metric], marker=".", alpha=0.8, **style)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric.replace("_", " "))
         if metric.endswith("_acc"):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if color_by:
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # one entry per value, not per run
+        axes[0][-1].legend(unique.values(), unique.keys())
     fig.tight_layout()
     return fig
 
@@ -225,8 +249,7 @@ def conclusions(runs: pd.DataFrame, metric: str = "final_val_acc") -> list:
         line += f"; its test accuracy is {best['test_acc']:.1%}"
     lines.append(line + ".")
     effects = hyperparameter_effects(runs, metric).dropna(subset=["mean"])
-    spreads = effects.groupby("hyperparameter", sort=False)["mean"].agg(lambda m: m.max() - m.min())
-    for name in spreads.sort_values(ascending=False).index:
+    for name in effect_sizes(runs, metric).index:
         rows = effects[effects["hyperparameter"] == name]
         top = rows.loc[rows["mean"].idxmax() if higher else rows["mean"].idxmin()]
         others = ", ".join(f"{v}: {_fmt(metric, m)}" for v, m in zip(rows["value"], rows["mean"])

@@ -196,6 +196,12 @@ def test_hyperparameter_effects_are_the_group_means(runs):
     assert list(effects.loc["lr"].index) == [0.01, 0.1, 1.0]  # sorted numerically
 
 
+def test_effect_sizes_rank_the_hyperparameters(runs):
+    sizes = analysis.effect_sizes(runs)
+    assert list(sizes.index) == ["optimizer", "num_units", "lr"]
+    assert list(sizes) == pytest.approx([0.05, 0.02, 0.01])
+
+
 def test_conclusions_are_computed_from_the_runs(runs):
     lines = analysis.conclusions(runs)
     assert lines[0] == "9 runs: 8 completed, 1 diverged."
@@ -248,6 +254,18 @@ def test_plot_curves_draws_one_line_per_run(runs):
     lines = fig.axes[1].get_lines()
     assert [line.get_label() for line in lines] == [f"run{i:02d}" for i in range(len(GRID))]
     assert list(lines[3].get_ydata()) == pytest.approx([0.77, 0.82, 0.87])
+    matplotlib.pyplot.close(fig)
+
+
+def test_plot_curves_can_colour_runs_by_a_hyperparameter(runs):
+    fig = analysis.plot_curves(analysis.epochs_frame(runs), metrics=("val_acc",), color_by="optimizer")
+    lines = fig.axes[0].get_lines()
+    colours = {line.get_label(): set() for line in lines}
+    for line in lines:
+        colours[line.get_label()].add(line.get_color())
+    assert colours == {"optimizer=sgd": {"C0"}, "optimizer=adam": {"C1"}}
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "optimizer=sgd", "optimizer=adam"]
     matplotlib.pyplot.close(fig)
 
 
