@@ -24,8 +24,8 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from .train import read_run_log
 
 # The config fields a sweep varies, in the order the plots show them.
-HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "epochs",
-                   "max_batches", "seed", "dataset")
+HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
+                   "schedule", "shift", "epochs", "max_batches", "seed", "resolved_dataset")
 RUN_METRICS = ("final_train_loss", "final_train_acc", "best_val_loss", "final_val_loss",
                "final_val_acc", "test_acc")
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -72,7 +72,7 @@ def run_view(runs: pd.DataFrame, metrics=RUN_METRICS) -> pd.DataFrame:
 
 def runs_experiment(runs: pd.DataFrame, color_by: str = "final_val_acc") -> hip.Experiment:
     """A HiPlot experiment with one datapoint (one line of the parallel plot) per run."""
-    return _experiment(run_view(runs), [r for r in runs["run_id"]], [None] * len(runs), color_by)
+    return _experiment(run_view(runs), list(runs["run_id"]), [None] * len(runs), color_by)
 
 
 def epochs_experiment(epochs: pd.DataFrame, color_by: str = "val_loss") -> hip.Experiment:
@@ -93,7 +93,7 @@ def _experiment(table: pd.DataFrame, uids, parents, color_by) -> hip.Experiment:
         for uid, parent, row in zip(uids, parents, table.to_dict("records")))
     if "lr" in table and (table["lr"] > 0).all() and table["lr"].nunique() > 1:
         experiment.parameters_definition["lr"].type = hip.ValueType.NUMERIC_LOG
-    for name in ("optimizer", "init", "status", "run_id"):
+    for name in ("optimizer", "init", "schedule", "status", "run_id", "resolved_dataset"):
         if name in table:
             experiment.parameters_definition[name].type = hip.ValueType.CATEGORICAL
     # HiPlot draws the first column of "order" rightmost: reversed, hyperparameters come first
