@@ -29,6 +29,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LESSON = "01_forward_pass.ipynb"
+INLINE = "hiplot_inline.ipynb"  # written by the jupyterlab fixture
 
 pytestmark = [
     pytest.mark.browser,
@@ -147,14 +148,16 @@ def api(base, token, path, method="GET"):
         return json.loads(response.read() or b"null")
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
     """JupyterLab from this venv on 127.0.0.1, serving a clean copy of the lessons; always stopped.
 
     The copy has its outputs and execution counts cleared, so a finished run can be told from the
-    committed outputs, and the repository's notebooks are never touched. Jupyter's config,
-    runtime and data folders are temporary: nothing of the user's set-up is read or written.
+    committed outputs, and the repository's notebooks are never touched. Next to them: a small
+    run log and a notebook that shows it with HiPlot. Jupyter's config, runtime and data folders
+    are temporary: nothing of the user's set-up is read or written.
     """
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     root = tmp_path / "notebooks"
     root.mkdir()
     (tmp_path / "assets").symlink_to(ROOT / "assets", target_is_directory=True)
@@ -164,6 +167,13 @@ def jupyterlab(tmp_path):
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         nbformat.write(nb, root / source.name)
+    write_log(root / "sweep", [make_run(i, *combo) for i, combo in enumerate(GRID)])
+    inline = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
+    inline.cells = [nbformat.v4.new_code_cell(
+        "from course_lib import analysis\n"
+        "analysis.runs_experiment(analysis.load_runs('sweep')).display()")]
+    nbformat.write(inline, root / INLINE)
     config = tmp_path / "jupyter-config"
     # JupyterLab's "get Jupyter news?" pop-up would sit over the page.
     (config / "labconfig").mkdir(parents=True)
@@ -217,33 +227,60 @@ FINISHED = f"""(() => {{
 }})()"""
 
 
+def run_all_cells(page, lab, name) -> dict:
+    """Open notebook ``name`` in JupyterLab, run every cell from the Run menu as a person would,
+    wait until they have all finished (or one failed), and return the notebook as JupyterLab
+    holds it (nbformat JSON)."""
+    # A fresh start: no kernel left running by another test (JupyterLab would ask which kernel
+    # to use) and no tabs restored from the last page's workspace (?reset).
+    for session in api(lab["url"], lab["token"], "/api/sessions"):
+        api(lab["url"], lab["token"], f"/api/sessions/{session['id']}", method="DELETE")
+    try:
+        page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
+        page.wait_for_function(KERNEL_IDLE, timeout=45_000)
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        page.wait_for_function(FINISHED, timeout=60_000, polling=250)
+        return page.evaluate(f"{NOTEBOOK}.content.model.toJSON()")
+    except Exception:
+        page.screenshot(path=str(lab["root"].parent / f"{name}.png"))  # for whoever debugs it
+        raise
+
+
+def problems(notebook) -> list:
+    """One line per error or stderr output of a code cell."""
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    return [f"cell {i} ({''.join(cell['source'])[:60]!r}): {output.get('ename', 'stderr')}: "
+            f"{output.get('evalue', ''.join(output.get('text', '')))[:300]}"
+            for i, cell in enumerate(code) for output in cell["outputs"]
+            if output["output_type"] == "error"
+            or (output["output_type"] == "stream" and output["name"] == "stderr")]
+
+
 def test_lesson_runs_without_errors_in_jupyterlab(browser, jupyterlab):
     assert (jupyterlab["root"] / LESSON).is_file(), f"notebooks/{LESSON} is missing"
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        page.goto(f"{jupyterlab['url']}/lab/tree/{LESSON}?token={jupyterlab['token']}")
-        page.wait_for_function(KERNEL_IDLE, timeout=45_000)
-        # As a person would: the Run menu, then "Run All Cells".
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        page.wait_for_function(FINISHED, timeout=60_000, polling=250)
-        notebook = page.evaluate(f"{NOTEBOOK}.content.model.toJSON()")
-    except Exception:
-        page.screenshot(path=str(jupyterlab["root"].parent / "jupyterlab.png"))
-        raise
+        notebook = run_all_cells(page, jupyterlab, LESSON)
     finally:
         page.close()
-
-    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    problems = [
-        f"cell {i} ({''.join(cell['source'])[:60]!r}): {output.get('ename', 'stderr')}: "
-        f"{output.get('evalue', ''.join(output.get('text', '')))[:300]}"
-        for i, cell in enumerate(code) for output in cell["outputs"]
-        if output["output_type"] == "error"
-        or (output["output_type"] == "stream" and output["name"] == "stderr")]
-    assert problems == [], "\n".join(problems)
+    assert problems(notebook) == [], "\n".join(problems(notebook))
     # Every code cell ran once, in order, in the kernel JupyterLab started for this page.
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert [cell["execution_count"] for cell in code] == list(range(1, len(code) + 1))
     assert errors == []
+
+
+def test_hiplot_displays_inline_in_jupyterlab(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.add_init_script(COUNT_STROKES)
+    try:
+        notebook = run_all_cells(page, jupyterlab, INLINE)
+        page.wait_for_selector(".jp-OutputArea .pplot-root svg g.dimension", timeout=20_000)
+        lines = wait_until_stable(page, LINES_DRAWN)
+    finally:
+        page.close()
+    assert problems(notebook) == [], "\n".join(problems(notebook))
+    assert lines == len(GRID), f"{lines} lines drawn for {len(GRID)} runs"
