@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .train import read_run_log
+from .runlog import read_run_log
 
 # The config fields a sweep varies, in the order the plots show them.
 HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",

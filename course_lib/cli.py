@@ -11,7 +11,6 @@ returns the exit code. A new command is one decorated function, nothing else to 
 """
 
 import argparse
-import itertools
 import json
 import sys
 import warnings
@@ -67,6 +66,7 @@ def _display(path: Path) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
     from .data import DATASETS
+    from .models import INITS
     from .train import DEFAULT_LR, TrainConfig
 
     d = TrainConfig()
@@ -86,6 +86,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="augmentation: move each training batch by up to this many pixels (0: off)")
     add("--num-units", type=int, default=d.num_units,
         help="width of NeuralNet's first hidden layer (the second is half of it)")
+    add("--init", choices=INITS, default=d.init,
+        help="default: nn.Linear's uniform initialisation; randn: every parameter from N(0, 1), "
+             "the source lesson's mistake (training stalls)")
     add("--seed", type=int, default=d.seed, help="seeds the weights and the batch order")
     add("--device", default=d.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
     add("--max-batches", type=int, default=d.max_batches,
@@ -120,7 +123,8 @@ def _train(parser: argparse.ArgumentParser) -> None:
 
 def _run_train(args) -> int:
     from .data import DataError, DatasetUnavailable
-    from .train import TrainingDiverged, atomic_write, fit
+    from .runlog import atomic_write
+    from .train import TrainingDiverged, fit
 
     try:
         config = config_from_args(args)
@@ -160,78 +164,11 @@ def _run_train(args) -> int:
 # sweep
 # --------------------------------------------------------------------------------------------
 
-# The course's small grid (the hyperparameter lesson runs it too). Two values each, so that
-# --fraction can run a balanced eighth of it.
-SWEEP_GRID = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
-              "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
-
-
-def default_grid() -> dict:
-    """``SWEEP_GRID``, restricted to the hyperparameters ``TrainConfig`` has."""
-    import dataclasses
-
-    from .train import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {name: values for name, values in SWEEP_GRID.items() if name in fields}
-
-
-def sweep_points(grid: dict, fraction: bool = False) -> list:
-    """The settings a sweep trains: every combination of ``grid``'s values, in order, or with
-    ``fraction`` a balanced fraction of them.
-
-    The fraction needs exactly two values per hyperparameter. It has ``n`` runs, the smallest
-    power of two above the number of hyperparameters (8 for 4 to 7 of them); in run ``r`` the
-    hyperparameter in column ``c = 1, 2, ...`` takes its value number ``popcount(r & c) % 2``.
-    Any two hyperparameters then meet in each of their four pairings equally often (an
-    orthogonal array of strength 2), so each value's mean is taken over the same mix of the
-    other settings, and run 0 is the first value of everything.
-    """
-    names = list(grid)
-    if not fraction:
-        return [dict(zip(names, values)) for values in itertools.product(*grid.values())]
-    not_two = [name for name in names if len(grid[name]) != 2]
-    if not_two:
-        raise ValueError(f"a fraction needs exactly two values per hyperparameter; "
-                         f"{', '.join(not_two)} {'has' if len(not_two) == 1 else 'have'} "
-                         "another number: give two, or run the whole grid")
-    runs = 1 << len(names).bit_length()
-    return [{name: grid[name][bin(r & c).count("1") % 2] for c, name in enumerate(names, 1)}
-            for r in range(runs)]
-
-
-def parse_grid(items) -> dict:
-    """``["lr=0.01,0.1", "optimizer=sgd,adam"]`` -> ``{"lr": [0.01, 0.1], "optimizer": [...]}``."""
-    import dataclasses
-
-    from .train import TrainConfig
-
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    grid = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not values.strip():
-            raise ValueError(f"--grid {item!r}: write NAME=VALUE1,VALUE2 (e.g. --grid lr=0.01,0.1)")
-        if name not in fields:
-            raise ValueError(f"--grid {item!r}: {name!r} is not a TrainConfig field; "
-                             f"choose from {', '.join(fields)}")
-        grid[name] = [_value(v.strip()) for v in values.split(",")]
-    return grid
-
-
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return None if text.lower() == "none" else text
-
-
 @command("sweep", help="train every configuration of a grid (or a balanced fraction); "
                        "each run is one line of the run log")
 def _sweep(parser: argparse.ArgumentParser) -> None:
+    from .sweep import default_grid
+
     add_config_arguments(parser)
     parser.set_defaults(epochs=5)
     grid = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in default_grid().items())
@@ -250,8 +187,10 @@ def _run_sweep(args) -> int:
     import dataclasses
 
     from .analysis import conclusions
+    from .sweep import default_grid, parse_grid, sweep_points
     from .data import DataError, DatasetUnavailable, load_data
-    from .train import TrainingDiverged, fit, read_run_log, resolve_device, resolve_out_dir
+    from .runlog import read_run_log, resolve_out_dir
+    from .train import TrainingDiverged, fit, resolve_device
 
     try:
         grid = parse_grid(args.grid) if hasattr(args, "grid") else default_grid()
@@ -312,7 +251,7 @@ def _run_report(args) -> int:
     import pandas as pd
 
     from . import analysis
-    from .train import atomic_write
+    from .runlog import atomic_write
 
     try:
         runs = analysis.load_runs(args.runs_dir)

@@ -51,6 +51,26 @@ class NeuralNet(nn.Module):
         return self.fc3(x)
 
 
+INITS = ("default", "randn")
+
+
+def initialise_(model: nn.Module, init: str = "default") -> nn.Module:
+    """Re-initialise ``model``'s parameters in place; return it.
+
+    ``default`` keeps ``Linear``'s own initialisation (``nn.Linear``'s: uniform in
+    ``±1/sqrt(in_features)``). ``randn`` redraws every weight and bias from a standard normal,
+    as the source lesson's ``torch.randn`` did: for a 784-input layer that makes each output about
+    28 times larger than it should be, and training stalls. It is kept to show that failure.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "randn":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_()
+    return model
+
+
 class CustomModel(nn.Module):
     """The custom-layers lesson's model: Linear -> ScaledReLU(0.5) -> Linear."""
 

@@ -16,7 +16,7 @@ two things in ``out_dir`` (default: the checkout's ``runs/``, or ``$COURSE_RUNS_
 
     run_id; status ("completed", "interrupted", "diverged", or "failed" for an error); every
     ``TrainConfig`` field (dataset, epochs, batch_size, lr resolved to a number, momentum,
-    optimizer, weight_decay, schedule, shift, num_units, seed, device, max_batches, data_dir,
+    optimizer, weight_decay, schedule, shift, num_units, init, seed, device, max_batches, data_dir,
     out_dir); resolved_dataset ("mnist-5k" when "auto" fell back); device_used; torch_version,
     torchvision_version, python_version, course_lib_version; started_at (ISO 8601, UTC);
     wall_seconds, train_seconds, samples_per_second; epochs_completed, resumed_at_epoch (0 for a
@@ -33,18 +33,12 @@ are not finite are written as null. A resumed run appends a new line with the sa
 the last line of each run with ``df.drop_duplicates("run_id", keep="last")``.
 """
 
-import contextlib
 import dataclasses
-import io
 import itertools
-import json
 import math
-import os
 import platform
 import secrets
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,12 +49,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import DATASETS, Data, load_data, repo_root, user_dir
-from .models import NeuralNet
+from .data import DATASETS, Data, load_data
+from .models import INITS, NeuralNet, initialise_
+from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
 EVAL_BATCH_SIZE = 4096
-RUN_LOG = "runs.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,6 +69,8 @@ class TrainConfig:
     (``momentum``); ``adam`` ignores ``momentum``. ``schedule="cosine"`` lowers the learning rate
     after every batch as ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` over the run's ``T`` batches.
     ``shift`` moves each training batch by up to that many pixels in x and y (augmentation).
+    ``init="randn"`` redraws the weights from a standard normal, the source lesson's mistake
+    (see ``models.initialise_``), for sweeps that show why it fails.
     ``max_batches`` caps the batches per epoch: the fast mode for notebooks and CI.
     """
 
@@ -88,6 +84,7 @@ class TrainConfig:
     schedule: str = "cosine"
     shift: int = 1
     num_units: int = 128
+    init: str = "default"
     seed: int = 0
     device: str = "auto"
     max_batches: int | None = None
@@ -103,6 +100,7 @@ class TrainConfig:
              f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         need(self.optimizer in DEFAULT_LR,
              f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        need(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         need(self.schedule in ("cosine", "constant"),
              f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "num_units"):
@@ -135,16 +133,6 @@ def resolve_device(device="auto") -> torch.device:
         raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False; "
                          "use device 'cpu' or 'auto'")
     return device
-
-
-def resolve_out_dir(out_dir=None) -> Path:
-    """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
-    if out_dir:
-        return Path(out_dir).expanduser()
-    if os.environ.get("COURSE_RUNS_DIR"):
-        return Path(os.environ["COURSE_RUNS_DIR"]).expanduser()
-    root = repo_root()
-    return root / "runs" if root is not None else user_dir("runs")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,83 +212,6 @@ def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
         return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# --------------------------------------------------------------------------------------------
-# Files: atomic writes, the run log
-# --------------------------------------------------------------------------------------------
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave a half-written file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def save_checkpoint(obj, path) -> None:
-    """``torch.save`` through ``atomic_write``; load with ``torch.load(path, weights_only=True)``."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-def _finite(value):
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def append_run_log(path, record: dict) -> None:
-    """Append ``record`` as one JSON line, in one write, flushed to disk."""
-    line = (json.dumps(_finite(record), allow_nan=False) + "\n").encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+", buffering=0) as f:  # unbuffered append: one write() call per line
-        if f.seek(0, os.SEEK_END) and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
-            line = b"\n" + line  # a run killed mid-write left a partial line: start a fresh one
-        f.write(line)
-        os.fsync(f.fileno())
-
-
-def read_run_log(path_or_dir=None):
-    """The run log as a ``pandas.DataFrame``, one row per line (a folder means its runs.jsonl).
-
-    Lines that are not valid JSON (a run killed while writing) are skipped with a warning.
-    """
-    import pandas as pd
-
-    path = resolve_out_dir(path_or_dir)
-    if path.is_dir():
-        path = path / RUN_LOG
-    if not path.is_file():
-        raise FileNotFoundError(f"no run log at {path}: train a model first (python -m course_lib train)")
-    records, bad = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad.append(number)
-    if bad:
-        warnings.warn(f"{path}: skipped line(s) {bad}, not valid JSON (a run cut short while "
-                      "writing its record)", stacklevel=2)
-    return pd.DataFrame.from_records(records)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +353,7 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)
 
     torch.manual_seed(config.seed)
-    model = NeuralNet(config.num_units).to(device)
+    model = initialise_(NeuralNet(config.num_units), config.init).to(device)
     steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
     optimizer, scheduler = make_optimizer(config, model, steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)

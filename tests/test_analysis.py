@@ -13,9 +13,10 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from course_lib import analysis, cli
+from course_lib import analysis, cli, sweep
 from course_lib.data import synthetic, write_raw
-from course_lib.train import RUN_LOG, TrainConfig
+from course_lib.runlog import RUN_LOG
+from course_lib.train import TrainConfig
 
 matplotlib.use("Agg")
 
@@ -272,39 +273,39 @@ def test_plot_curves_can_colour_runs_by_a_hyperparameter(runs):
 # --- The sweep and report commands ----------------------------------------------------------
 
 def test_sweep_points_is_the_whole_grid_in_order():
-    points = cli.sweep_points({"lr": [0.1, 0.01], "num_units": [32, 64, 128]})
+    points = sweep.sweep_points({"lr": [0.1, 0.01], "num_units": [32, 64, 128]})
     assert points == [{"lr": lr, "num_units": n} for lr in (0.1, 0.01) for n in (32, 64, 128)]
 
 
 def test_sweep_fraction_is_balanced_for_every_pair_of_hyperparameters():
     grid = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
             "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
-    points = cli.sweep_points(grid, fraction=True)
+    points = sweep.sweep_points(grid, fraction=True)
     assert len(points) == 8 and len({tuple(p.values()) for p in points}) == 8
     assert points[0] == {name: values[0] for name, values in grid.items()}
     for a, b in itertools.combinations(grid, 2):
         pairs = [(p[a], p[b]) for p in points]
         assert sorted(set(pairs)) == sorted(itertools.product(grid[a], grid[b]))
         assert all(pairs.count(pair) == 2 for pair in set(pairs)), (a, b, pairs)
-    assert len(cli.sweep_points(dict(list(grid.items())[:3]), fraction=True)) == 4
+    assert len(sweep.sweep_points(dict(list(grid.items())[:3]), fraction=True)) == 4
     with pytest.raises(ValueError, match="exactly two values per hyperparameter; num_units has"):
-        cli.sweep_points({"lr": [1, 2], "num_units": [8, 16, 32]}, fraction=True)
+        sweep.sweep_points({"lr": [1, 2], "num_units": [8, 16, 32]}, fraction=True)
 
 
 def test_parse_grid_types_the_values_and_names_the_mistakes():
-    assert cli.parse_grid(["lr=0.01,0.1", "num-units=32,64", "optimizer=sgd,adam",
+    assert sweep.parse_grid(["lr=0.01,0.1", "num-units=32,64", "optimizer=sgd,adam",
                            "max_batches=None,5"]) == {
         "lr": [0.01, 0.1], "num_units": [32, 64], "optimizer": ["sgd", "adam"],
         "max_batches": [None, 5]}
     with pytest.raises(ValueError, match="'width' is not a TrainConfig field; choose from"):
-        cli.parse_grid(["width=1,2"])
+        sweep.parse_grid(["width=1,2"])
     with pytest.raises(ValueError, match="write NAME=VALUE1,VALUE2"):
-        cli.parse_grid(["lr"])
+        sweep.parse_grid(["lr"])
 
 
 def test_default_grid_holds_only_trainconfig_fields():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    grid = cli.default_grid()
+    grid = sweep.default_grid()
     assert {"lr", "num_units", "batch_size", "optimizer"} <= set(grid) <= fields
     assert all(len(values) == 2 for values in grid.values())
 

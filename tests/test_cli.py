@@ -13,7 +13,8 @@ import torch
 from course_lib import cli
 from course_lib.data import Split, synthetic, write_raw
 from course_lib.models import NeuralNet
-from course_lib.train import TrainConfig, read_run_log
+from course_lib.runlog import read_run_log
+from course_lib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

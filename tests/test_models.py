@@ -85,3 +85,21 @@ def test_top_level_exports():
     assert course_lib.NeuralNet is NeuralNet
     from course_lib.manual import ManualLinear
     assert course_lib.ManualLinear is ManualLinear
+
+
+def test_initialise_randn_redraws_from_a_standard_normal():
+    from course_lib.models import initialise_
+
+    model = NeuralNet(128)
+    before = model.fc1.weight.detach().clone()
+    assert initialise_(model, "default") is model
+    assert torch.equal(model.fc1.weight, before)  # "default" keeps Linear's own init
+    assert before.std() < 0.05  # nn.Linear's: 1/sqrt(784)/sqrt(3) ~ 0.02
+    initialise_(model, "randn")
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert abs(weights.std().item() - 1.0) < 0.02 and abs(weights.mean().item()) < 0.02
+    # the failure it demonstrates: first-layer outputs ~ sqrt(784) = 28 times the input scale
+    h = model.fc1(torch.randn(256, 784))
+    assert h.std() > 20
+    with pytest.raises(ValueError, match="init must be one of default, randn, got 'xavier'"):
+        initialise_(model, "xavier")

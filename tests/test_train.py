@@ -17,8 +17,8 @@ from conftest import DEVICES
 from course_lib import data as data_module
 from course_lib.data import Split, synthetic, write_raw
 from course_lib.models import NeuralNet
-from course_lib.train import (RUN_LOG, TrainConfig, TrainingDiverged, append_run_log, atomic_write,
-                              evaluate, fit, read_run_log, resolve_device, train_epoch)
+from course_lib.runlog import RUN_LOG, append_run_log, atomic_write, read_run_log
+from course_lib.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,15 @@ def test_same_seed_same_numbers_other_seed_other_numbers(config, tmp_path):
         assert torch.equal(a, b)
     config.seed = 1
     assert _metrics(fit(config, progress=False).record) != _metrics(first.record)
+
+
+def test_init_randn_is_recorded_and_starts_from_other_weights(config):
+    default = fit(config, progress=False)
+    config.init, config.epochs = "randn", 1
+    randn = fit(config, progress=False)
+    assert randn.record["init"] == "randn" and default.record["init"] == "default"
+    # the source lesson's std-1 weights start far worse than nn.Linear's initialisation
+    assert randn.record["history"][0]["train_loss"] > 2 * default.record["history"][0]["train_loss"]
 
 
 def test_max_batches_is_the_fast_mode(config):
@@ -285,7 +294,7 @@ def test_read_run_log_without_a_log_says_what_to_do(tmp_path):
 @pytest.mark.parametrize("field,value", [
     ("dataset", "mnsit"), ("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("lr", float("nan")),
     ("optimizer", "rmsprop"), ("momentum", 1.0), ("max_batches", 0), ("shift", 9),
-    ("schedule", "step"), ("num_units", 1),
+    ("schedule", "step"), ("num_units", 1), ("init", "xavier"),
 ])
 def test_bad_config_values_are_named(field, value):
     with pytest.raises(ValueError, match=field):

@@ -1,0 +1,102 @@
+"""Where runs are written, and how: atomic files, checkpoints and the run log (``runs.jsonl``).
+
+``course_lib.train`` writes through these functions and ``course_lib.analysis`` reads through
+``read_run_log``; the run log's keys are listed in ``course_lib.train``'s docstring.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from .data import repo_root, user_dir
+
+RUN_LOG = "runs.jsonl"
+
+
+def resolve_out_dir(out_dir=None) -> Path:
+    """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
+    if out_dir:
+        return Path(out_dir).expanduser()
+    if os.environ.get("COURSE_RUNS_DIR"):
+        return Path(os.environ["COURSE_RUNS_DIR"]).expanduser()
+    root = repo_root()
+    return root / "runs" if root is not None else user_dir("runs")
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a half-written file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(obj, path) -> None:
+    """``torch.save`` through ``atomic_write``; load with ``torch.load(path, weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def append_run_log(path, record: dict) -> None:
+    """Append ``record`` as one JSON line, in one write, flushed to disk."""
+    line = (json.dumps(_finite(record), allow_nan=False) + "\n").encode()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+", buffering=0) as f:  # unbuffered append: one write() call per line
+        if f.seek(0, os.SEEK_END) and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+            line = b"\n" + line  # a run killed mid-write left a partial line: start a fresh one
+        f.write(line)
+        os.fsync(f.fileno())
+
+
+def read_run_log(path_or_dir=None):
+    """The run log as a ``pandas.DataFrame``, one row per line (a folder means its runs.jsonl).
+
+    Lines that are not valid JSON (a run killed while writing) are skipped with a warning.
+    """
+    import pandas as pd
+
+    path = resolve_out_dir(path_or_dir)
+    if path.is_dir():
+        path = path / RUN_LOG
+    if not path.is_file():
+        raise FileNotFoundError(f"no run log at {path}: train a model first (python -m course_lib train)")
+    records, bad = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped line(s) {bad}, not valid JSON (a run cut short while "
+                      "writing its record)", stacklevel=2)
+    return pd.DataFrame.from_records(records)
