@@ -175,8 +175,9 @@ def _download(cls, root: Path) -> None:
         files = ", ".join(f"{stem}.gz" for stem in FILES)
         bad = [name for name, md5 in cls.resources
                if (raw / name).is_file() and not check_integrity(raw / name, md5)]
-        damaged = (f" {', '.join(bad)} in {raw} failed torchvision's MD5 check: delete it; it "
-                   "will be downloaded again." if bad else "")
+        them = "them; they" if len(bad) > 1 else "it; it"
+        damaged = (f" {', '.join(bad)} in {raw} failed torchvision's MD5 check (damaged or "
+                   f"incomplete): delete {them} will be downloaded again." if bad else "")
         raise DatasetUnavailable(
             f"{cls.__name__} is not in {raw} and could not be downloaded ({reason}).{damaged} "
             f"Connect to the internet and run again (torchvision downloads it and checks its "

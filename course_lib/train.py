@@ -288,7 +288,8 @@ def _epoch(epoch, model, data: Data, config: TrainConfig, optimizer, scheduler, 
         except TrainingDiverged as e:
             raise TrainingDiverged(
                 f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
-                f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g})"
+                f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g}; "
+                f"{config.optimizer}'s default is {DEFAULT_LR[config.optimizer]})"
             ) from None
     seconds = time.perf_counter() - start
     val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))

@@ -245,6 +245,7 @@ def test_a_diverging_run_stops_and_suggests_a_lower_learning_rate(config):
         fit(config, progress=False)
     message = str(err.value)
     assert "epoch 1" in message and "too high" in message and "--lr 1e+05" in message
+    assert "sgd's default is 0.05" in message
     record = read_run_log(config.out_dir).iloc[-1]
     assert record["status"] == "diverged" and record["epochs_completed"] == 0  # stopped at once
 
