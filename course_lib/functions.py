@@ -124,7 +124,7 @@ def linear_backward(grad_output, input, weight, needs_input, needs_weight, needs
     if needs_input:
         grad_input = grad_output.matmul(weight.t())
     if needs_weight or needs_bias:
-        flat = grad_output.dim() != 2  # (*, out) -> (N, out); 2-D needs no reshape (saves ~1 us)
+        flat = grad_output.dim() != 2  # (*, out) -> (N, out); a 2-D gradient is used as it is
         grad_2d = grad_output.reshape(-1, grad_output.shape[-1]) if flat else grad_output
         if needs_weight:
             input_2d = input.reshape(-1, input.shape[-1]) if flat else input  # (*, in) -> (N, in)
