@@ -68,12 +68,15 @@ def measure(calls: dict, device, rounds: int, min_seconds: float) -> dict:
     rates = {name: [] for name in calls}
     for name, call in calls.items():
         call()  # warm up
+    order = list(calls)
     for _ in range(rounds):
-        for name, call in calls.items():
+        for name in order:
+            call = calls[name]
             samples, start = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - start) < min_seconds or samples == 0:
                 samples += call()
             rates[name].append(samples / elapsed)
+        order.reverse()  # who goes first alternates, so no contender always follows another
     return rates
 
 
