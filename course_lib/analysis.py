@@ -11,8 +11,6 @@ are fractions in [0, 1]) and ``history``, a list of per-epoch dicts. This module
     print("\\n".join(conclusions(runs)))  # sentences computed from the numbers, not written ahead
 """
 
-import os
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .runlog import read_run_log
+from .runlog import atomic_write, read_run_log
 
 # The config fields a sweep varies, in the order the plots show them.
 HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
@@ -135,17 +133,11 @@ def write_html(experiment: hip.Experiment, path) -> Path:
     written to a temporary file first and then renamed, so an existing report is never half
     overwritten.
     """
-    path = Path(path)
     html = experiment.to_html()
     loads = external_references(html)
     if loads:
         raise RuntimeError(f"the HiPlot page would load {loads}: it is not standalone")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
-                                     delete=False) as tmp:
-        tmp.write(html)
-    os.replace(tmp.name, path)
-    return path
+    return atomic_write(path, html)
 
 
 def hyperparameter_effects(runs: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFrame:

@@ -30,9 +30,16 @@ def resolve_out_dir(out_dir=None) -> Path:
     return root / "runs" if root is not None else user_dir("runs")
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one."""
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` so that ``path`` is always either the
+    old file or the new one; return ``path``.
+
+    The new file gets the permissions of the file it replaces, or for a new file the usual ones
+    (``0o666`` less the umask), not the owner-only mode of the temporary file it is written as.
+    """
     path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -40,11 +47,23 @@ def atomic_write(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:  # Ctrl-C included: never leave a half-written file behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a file written at ``path`` should get."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only portable way to read the umask is to set it
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_checkpoint(obj, path) -> None:

@@ -315,3 +315,17 @@ def test_device_is_chosen_once_and_missing_cuda_is_an_error(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         resolve_device("gpu")
+
+
+def test_atomic_write_gives_usual_permissions_and_keeps_existing_ones(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = atomic_write(tmp_path / "new.txt", "text is written as UTF-8: é")
+        assert new.read_text(encoding="utf-8") == "text is written as UTF-8: é"
+        assert new.stat().st_mode & 0o777 == 0o644  # not the temporary file's owner-only 0o600
+        os.chmod(new, 0o640)
+        atomic_write(new, b"replaced")
+        assert new.read_bytes() == b"replaced" and new.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
+    assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]  # no temporary file left behind

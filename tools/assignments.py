@@ -302,11 +302,10 @@ def _test_outputs(path: Path) -> dict:
 def write_csv(rows: list, path: Path) -> None:
     """Write the table next to its final place, then rename: never half a file."""
     import pandas as pd
+    from course_lib.runlog import atomic_write
+
     table = pd.DataFrame([{**asdict(r), "failed_tests": ";".join(r.failed_tests)} for r in rows])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".csv", delete=False) as tmp:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp.name, path)
+    atomic_write(path, table.to_csv(index=False))
 
 
 def print_table(rows: list) -> None:

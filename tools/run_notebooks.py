@@ -15,7 +15,6 @@ take their fast path. A notebook whose cell raises is reported and left untouche
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from course_lib.runlog import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -84,13 +85,9 @@ def execute(path: Path, timeout: int) -> float:
     client.execute(env=kernel_env())
     seconds = time.perf_counter() - start
     merge_streams(nb)
-    # Write next to the target, then rename: an interrupted run never leaves half a notebook.
-    mode = path.stat().st_mode & 0o777
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".ipynb", delete=False,
-                                     encoding="utf-8") as tmp:
-        nbformat.write(nb, tmp)
-    os.chmod(tmp.name, mode)  # keep the file's permissions (a temporary file starts private)
-    os.replace(tmp.name, path)
+    # Written next to the target, then renamed: an interrupted run never leaves half a notebook.
+    text = nbformat.writes(nb)
+    atomic_write(path, text if text.endswith("\n") else text + "\n")  # as nbformat.write ends it
     return seconds
 
 
