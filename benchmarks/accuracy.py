@@ -8,7 +8,8 @@ target test accuracy (``TARGET``; measured after every epoch, evaluation time ex
     fashion-mnist  target >= 89.0% test accuracy, 89% within 15 s of training on a 2-core CPU
     mnist-5k       target >= 94% on the real 10,000-image MNIST test set, read from --mnist-test
                    when that folder exists (it is not part of the project)
-    mnist          target >= 98.0%; needs MNIST on disk or a network, else reported as not measured
+    mnist          target >= 98.0%; needs MNIST on disk (data/README.md: also from npm) or a
+                   network, else reported as not measured
     proxy          (--proxy) a stand-in for full MNIST offline: train on mnist-5k's 4,000 digits
                    plus the first 5,000 real test digits, test on the other 5,000
 
