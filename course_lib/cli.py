@@ -123,13 +123,15 @@ def _train(parser: argparse.ArgumentParser) -> None:
 
 def _run_train(args) -> int:
     from .data import DataError, DatasetUnavailable
-    from .runlog import atomic_write
+    from .runlog import NotWritable, atomic_write, writable_dir
     from .train import TrainingDiverged, fit
 
     try:
         config = config_from_args(args)
+        if args.summary_json:  # found out now, not after the training it would summarise
+            writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
         result = fit(config, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, DataError, DatasetUnavailable) as e:
+    except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
     except TrainingDiverged as e:
@@ -189,7 +191,7 @@ def _run_sweep(args) -> int:
     from .analysis import conclusions
     from .sweep import default_grid, parse_grid, sweep_points
     from .data import DataError, DatasetUnavailable, load_data
-    from .runlog import read_run_log, resolve_out_dir
+    from .runlog import NotWritable, read_run_log, resolve_out_dir, writable_dir
     from .train import TrainingDiverged, fit, resolve_device
 
     try:
@@ -197,9 +199,10 @@ def _run_sweep(args) -> int:
         points = sweep_points(grid, args.fraction)
         base = config_from_args(args)
         configs = [dataclasses.replace(base, **point) for point in points]  # each one validated
-        out_dir = resolve_out_dir(base.out_dir)
+        out_dir = writable_dir(resolve_out_dir(base.out_dir), "the run log and checkpoints",
+                               "--out-dir or the COURSE_RUNS_DIR environment variable")
         data = load_data(base.dataset, resolve_device(base.device), base.data_dir)
-    except (ValueError, TypeError, FileNotFoundError, DataError, DatasetUnavailable) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (ValueError, TypeError)) else 1
     logged = len(read_run_log(out_dir)) if (out_dir / "runs.jsonl").is_file() else 0
@@ -251,11 +254,15 @@ def _run_report(args) -> int:
     import pandas as pd
 
     from . import analysis
-    from .runlog import atomic_write
+    from .runlog import NotWritable, atomic_write, writable_dir
 
     try:
         runs = analysis.load_runs(args.runs_dir)
-    except (FileNotFoundError, ValueError) as e:
+        for option, path in (("--html", args.html), ("--epochs-html", args.epochs_html),
+                             ("--figure", args.figure)):
+            if path:  # checked before any output, so a bad path leaves nothing half-done
+                writable_dir(Path(path).parent, f"the {option} file", option)
+    except (FileNotFoundError, ValueError, NotWritable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.metric not in runs:

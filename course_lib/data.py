@@ -182,7 +182,8 @@ def _download(cls, root: Path) -> None:
             f"{cls.__name__} is not in {raw} and could not be downloaded ({reason}).{damaged} "
             f"Connect to the internet and run again (torchvision downloads it and checks its "
             f"MD5 sums), or copy the four files {files} into {raw}/ "
-            f"(or point COURSE_DATA_DIR at a folder holding {cls.__name__}/raw/)."
+            f"(or point COURSE_DATA_DIR at a folder holding {cls.__name__}/raw/). The course's "
+            f"data/README.md lists every way to get them."
         ) from None
 
 

@@ -20,6 +20,26 @@ from .data import repo_root, user_dir
 RUN_LOG = "runs.jsonl"
 
 
+class NotWritable(OSError):
+    """A file or folder the course has to write cannot be written (the message says which)."""
+
+
+def writable_dir(path, what: str, how: str) -> Path:
+    """Make sure ``path`` is a folder this process can write to (creating it), or raise
+    ``NotWritable`` naming ``what`` goes there and ``how`` to choose another folder. Called before
+    the work whose results go there, so a bad folder costs seconds, not a training run."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = "it is a file, not a folder" if path.is_file() else e.strerror or str(e)
+        raise NotWritable(f"cannot write {what} to {path}: {reason}. Choose a folder "
+                          f"you can write to ({how}).") from None
+    return path
+
+
 def resolve_out_dir(out_dir=None) -> Path:
     """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
     if out_dir:
@@ -40,8 +60,12 @@ def atomic_write(path, data: bytes | str) -> Path:
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise NotWritable(f"cannot write {path}: {e.strerror or e}. Choose a path in a folder you "
+                          "can write to.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data import DATASETS, Data, load_data
 from .models import INITS, NeuralNet, initialise_
-from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint
+from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint, writable_dir
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
 EVAL_BATCH_SIZE = 4096
@@ -340,6 +340,7 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
     Raises:
         KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact).
         TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
+        NotWritable: the runs folder cannot be written (found out before any training).
     """
     clock, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     out_dir = resolve_out_dir(config.out_dir if config else None)
@@ -349,6 +350,8 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         state = torch.load(last, map_location="cpu", weights_only=True)
         config, out_dir = TrainConfig(**state["config"]), last.parent.parent
     config = config if config is not None else TrainConfig()
+    writable_dir(out_dir, "the run log and checkpoints",
+                 "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable")
     device = resolve_device(config.device)
     if data is None:  # a resumed run reloads what it trained on, even if "auto" would now differ
         data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)

@@ -113,6 +113,28 @@ def test_bad_values_name_the_option(tmp_path, capsys):
     assert done.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
 
 
+def test_unwritable_output_paths_fail_fast_and_name_the_option(tmp_path, data_dir, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    fast = ["--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1", "--max-batches", "2"]
+    assert _train(tmp_path, *fast, "--out-dir", str(blocker / "runs")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the run log and checkpoints to {blocker / 'runs'}")
+    assert "--out-dir" in err
+    assert _train(tmp_path, *fast, "--summary-json", str(blocker / "summary.json")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the summary to {blocker}: it is a file, not a folder")
+    assert not (tmp_path / "runs" / "runs.jsonl").exists()  # refused before training, not after
+
+    assert _train(tmp_path, *fast) == 0
+    capsys.readouterr()
+    code = cli.main(["report", str(tmp_path / "runs"), "--figure", str(tmp_path / "ok.png"),
+                     "--html", str(blocker / "runs.html")])
+    assert code == 1 and "cannot write the --html file to" in capsys.readouterr().err
+    assert not (tmp_path / "ok.png").exists()  # nothing written when one output is impossible
+    assert blocker.read_text() == "a file, not a folder"
+
+
 def test_diverging_run_exits_with_advice(tmp_path, data_dir, capsys):
     code = _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir), "--lr", "1e6")
     assert code == 1 and "try a lower one" in capsys.readouterr().err

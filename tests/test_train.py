@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from conftest import DEVICES
 
 from course_lib import data as data_module
+from course_lib import train as train_module
 from course_lib.data import Split, synthetic, write_raw
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, append_run_log, atomic_write, read_run_log
+from course_lib.runlog import RUN_LOG, NotWritable, append_run_log, atomic_write, read_run_log
 from course_lib.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
 
 
@@ -329,3 +330,26 @@ def test_atomic_write_gives_usual_permissions_and_keeps_existing_ones(tmp_path):
     finally:
         os.umask(umask)
     assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]  # no temporary file left behind
+
+
+def test_an_unwritable_runs_folder_is_found_before_any_training(config, tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the runs folder should go")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("data was loaded / training started before the folder was checked")
+
+    monkeypatch.setattr(train_module, "load_data", must_not_run)
+    monkeypatch.setattr(train_module, "_epoch", must_not_run)
+    bad = config.__class__(**{**config.__dict__, "out_dir": str(blocker / "runs")})
+    with pytest.raises(NotWritable, match="cannot write the run log and checkpoints to .*blocker.runs.*--out-dir"):
+        fit(bad, progress=False)
+    assert blocker.read_text() == "a file where the runs folder should go"
+
+
+def test_atomic_write_to_an_impossible_path_names_it_and_leaves_nothing(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"keep me")
+    with pytest.raises(NotWritable, match=r"cannot write .*blocker.sub.x\.json"):
+        atomic_write(blocker / "sub" / "x.json", "{}")
+    assert blocker.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
