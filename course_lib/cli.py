@@ -12,6 +12,7 @@ returns the exit code. A new command is one decorated function, nothing else to 
 
 import argparse
 import json
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -137,9 +138,8 @@ def _run_train(args) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: the best checkpoint and the run log are saved; continue with "
-              "python -m course_lib train --resume <run id> (see the run log)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"\n{_interrupted(e, args.out_dir)}", file=sys.stderr)
         return 130
     record = result.record
     summary = {
@@ -160,6 +160,18 @@ def _run_train(args) -> int:
         atomic_write(args.summary_json, (json.dumps(summary, indent=2) + "\n").encode())
         print(f"summary:       {_display(Path(args.summary_json))}")
     return 0
+
+
+def _interrupted(e: KeyboardInterrupt, out_dir) -> str:
+    """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
+    if not getattr(e, "resumable", False):
+        return ("interrupted before the first epoch ended: nothing to resume (the run log says "
+                "so); run the same command again to start over")
+    command = f"python -m course_lib train --resume {e.run_id}"
+    if out_dir:
+        command += f" --out-dir {shlex.quote(str(out_dir))}"
+    return (f"interrupted after epoch {e.epochs_done}: the best checkpoint and the run log are "
+            f"saved; continue with\n    {command}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -155,15 +155,30 @@ def test_ctrl_c_then_resume_from_the_command_line(tmp_path, data_dir, capsys, mo
     options = ("--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
                "--max-batches", "3", "--num-units", "16")
     assert _train(tmp_path, *options) == 130
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
     monkeypatch.undo()
     run = read_run_log(tmp_path / "runs").iloc[0]
     assert run["status"] == "interrupted" and run["epochs_completed"] == 1
+    assert err.strip().endswith(f"python -m course_lib train --resume {run['run_id']} "
+                                f"--out-dir {tmp_path / 'runs'}")  # the command, ready to paste
+    assert "interrupted after epoch 1" in err
     assert _train(tmp_path, "--resume", run["run_id"], "--summary-json", str(tmp_path / "s.json")) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["run_id"] == run["run_id"] and summary["status"] == "completed"
     resumed = read_run_log(tmp_path / "runs").iloc[1]
     assert resumed["epochs_completed"] == 2 and resumed["resumed_at_epoch"] == 1
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, data_dir, capsys,
+                                                                   monkeypatch):
+    def interrupted(self, batch_size, generator=None, shift=0):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(Split, "batches", interrupted)
+    assert _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir)) == 130
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "--resume" not in err
 
 
 def test_commands_are_registered_by_name(monkeypatch, capsys):
