@@ -154,6 +154,36 @@ def test_mnist_is_read_from_torchvisions_layout_without_network(tmp_path, offlin
     assert loaded.train_labels.dtype == torch.int64
 
 
+def test_our_idx_files_and_reader_agree_with_torchvision(tmp_path):
+    """torchvision as the oracle: what ``write_raw`` writes, torchvision's own MNIST class reads
+    as the same images and labels, and ``load_raw`` reads what torchvision reads."""
+    from torchvision import datasets
+
+    raw = synthetic(60, 30, seed=5)
+    write_raw(raw, tmp_path / "MNIST" / "raw")
+    for train, images, labels in ((True, raw.train_images, raw.train_labels),
+                                  (False, raw.test_images, raw.test_labels)):
+        theirs = datasets.MNIST(tmp_path, train=train, download=False)
+        assert torch.equal(theirs.data, images) and torch.equal(theirs.targets, labels)
+    _assert_same(load_raw("mnist", tmp_path), raw)
+
+
+REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
+
+
+@pytest.mark.skipif(not (REAL_TEST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="the real MNIST test files are not beside this checkout")
+def test_the_real_mnist_test_files_read_as_torchvision_reads_them(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    for name, reader in (("t10k-images-idx3-ubyte", read_image_file),
+                         ("t10k-labels-idx1-ubyte", read_label_file)):
+        plain = tmp_path / name
+        plain.write_bytes(gzip.decompress((REAL_TEST / f"{name}.gz").read_bytes()))
+        ours = read_idx(REAL_TEST / f"{name}.gz")
+        assert ours.shape[0] == 10_000 and torch.equal(ours.long(), reader(str(plain)).long())
+
+
 def test_fashion_mnist_is_read_in_place_from_the_system_copy(tmp_path, monkeypatch, offline):
     system = tmp_path / "system"
     raw = synthetic(50, 20, seed=3)
