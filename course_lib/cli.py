@@ -139,7 +139,7 @@ def _run_train(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"\n{_interrupted(e, args.out_dir)}", file=sys.stderr)
+        print(f"\n{_interrupted(e)}", file=sys.stderr)
         return 130
     record = result.record
     summary = {
@@ -162,14 +162,16 @@ def _run_train(args) -> int:
     return 0
 
 
-def _interrupted(e: KeyboardInterrupt, out_dir) -> str:
+def _interrupted(e: KeyboardInterrupt) -> str:
     """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
+    from .runlog import resolve_out_dir
+
     if not getattr(e, "resumable", False):
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
     command = f"python -m course_lib train --resume {e.run_id}"
-    if out_dir:
-        command += f" --out-dir {shlex.quote(str(out_dir))}"
+    if Path(e.out_dir).resolve() != resolve_out_dir().resolve():  # where --resume looks by default
+        command += f" --out-dir {shlex.quote(str(e.out_dir))}"
     return (f"interrupted after epoch {e.epochs_done}: the best checkpoint and the run log are "
             f"saved; continue with\n    {command}")
 

@@ -339,7 +339,8 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
 
     Raises:
         KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact); it
-            carries ``run_id``, ``epochs_done`` and ``resumable`` (whether ``last.pt`` exists).
+            carries ``run_id``, ``epochs_done``, ``out_dir`` and ``resumable`` (whether
+            ``last.pt`` exists).
         TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
         NotWritable: the runs folder cannot be written (found out before any training).
     """
@@ -408,7 +409,7 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
     except BaseException as e:  # Ctrl-C, or a bug: log what was done, then let it propagate
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         if isinstance(e, KeyboardInterrupt):  # what the caller needs to say how to go on
-            e.run_id, e.epochs_done = done.run_id, done.epoch
+            e.run_id, e.epochs_done, e.out_dir = done.run_id, done.epoch, out_dir
             e.resumable = (run_dir / "last.pt").is_file()
         raise
     finally:

@@ -141,17 +141,22 @@ def test_diverging_run_exits_with_advice(tmp_path, data_dir, capsys):
     assert read_run_log(tmp_path / "runs").iloc[0]["status"] == "diverged"
 
 
-def test_ctrl_c_then_resume_from_the_command_line(tmp_path, data_dir, capsys, monkeypatch):
+def _ctrl_c_in_training_epoch(monkeypatch, n: int) -> None:
+    """Make Ctrl-C arrive as training epoch ``n`` starts (epochs before it finish normally)."""
     original, epochs = Split.batches, []
 
-    def interrupted_in_epoch_2(self, batch_size, generator=None, shift=0):
+    def interrupted(self, batch_size, generator=None, shift=0):
         if generator is not None:  # a training epoch
             epochs.append(1)
-            if len(epochs) == 2:
+            if len(epochs) == n:
                 raise KeyboardInterrupt
         yield from original(self, batch_size, generator, shift)
 
-    monkeypatch.setattr(Split, "batches", interrupted_in_epoch_2)
+    monkeypatch.setattr(Split, "batches", interrupted)
+
+
+def test_ctrl_c_then_resume_from_the_command_line(tmp_path, data_dir, capsys, monkeypatch):
+    _ctrl_c_in_training_epoch(monkeypatch, 2)
     options = ("--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
                "--max-batches", "3", "--num-units", "16")
     assert _train(tmp_path, *options) == 130
@@ -169,13 +174,20 @@ def test_ctrl_c_then_resume_from_the_command_line(tmp_path, data_dir, capsys, mo
     assert resumed["epochs_completed"] == 2 and resumed["resumed_at_epoch"] == 1
 
 
+def test_ctrl_c_in_the_default_runs_folder_gives_the_short_resume_command(tmp_path, data_dir, capsys,
+                                                                          monkeypatch):
+    _ctrl_c_in_training_epoch(monkeypatch, 2)
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "default-runs"))
+    code = cli.main(["train", "--quiet", "--device", "cpu", "--dataset", "mnist", "--data-dir",
+                     str(data_dir), "--epochs", "2", "--max-batches", "2", "--num-units", "16"])
+    assert code == 130
+    run_id = read_run_log(tmp_path / "default-runs").iloc[0]["run_id"]
+    assert capsys.readouterr().err.strip().endswith(f"python -m course_lib train --resume {run_id}")
+
+
 def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, data_dir, capsys,
                                                                    monkeypatch):
-    def interrupted(self, batch_size, generator=None, shift=0):
-        raise KeyboardInterrupt
-        yield
-
-    monkeypatch.setattr(Split, "batches", interrupted)
+    _ctrl_c_in_training_epoch(monkeypatch, 1)
     assert _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir)) == 130
     err = capsys.readouterr().err
     assert "nothing to resume" in err and "--resume" not in err
