@@ -166,7 +166,7 @@ def _interrupted(e: KeyboardInterrupt) -> str:
     """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
     from .runlog import resolve_out_dir
 
-    if not getattr(e, "resumable", False):
+    if not hasattr(e, "run_id") or not (Path(e.out_dir) / e.run_id / "last.pt").is_file():
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
     command = f"python -m course_lib train --resume {e.run_id}"

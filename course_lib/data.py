@@ -68,14 +68,20 @@ def user_dir(kind: str) -> Path:
     return Path(base) / "course_lib" / kind
 
 
+def resolve_dir(explicit, env_var: str, kind: str) -> Path:
+    """``explicit``, else ``$env_var``, else the checkout's ``kind/`` folder (``user_dir(kind)``
+    when there is no checkout): how the data and the runs folders are found."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var]).expanduser()
+    root = repo_root()
+    return root / kind if root is not None else user_dir(kind)
+
+
 def resolve_data_dir(data_dir=None) -> Path:
     """The data directory: ``data_dir``, else ``$COURSE_DATA_DIR``, else the checkout's ``data/``."""
-    if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
-    if os.environ.get("COURSE_DATA_DIR"):
-        return Path(os.environ["COURSE_DATA_DIR"]).expanduser()
-    root = repo_root()
-    return root / "data" if root is not None else user_dir("data")
+    return resolve_dir(data_dir, "COURSE_DATA_DIR", "data")
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,11 +373,12 @@ def load_data(name: str = "auto", device="cpu", data_dir=None, raw: RawData | No
     raw = raw if raw is not None else load_raw(name, data_dir)
     n_val = max(1, round(len(raw.train_labels) * VAL_FRACTION.get(raw.name, 0.1)))
     keep, val = stratified_split(raw.train_labels, n_val, SPLIT_SEED)
-    pixels = raw.train_images[keep].float().div_(255)
+    train_images = raw.train_images[keep]
+    pixels = train_images.float().div_(255)
     mean, std = pixels.mean().item(), pixels.std().item()
     return Data(
         raw.name,
-        to_split(raw.train_images[keep], raw.train_labels[keep], mean, std, device),
+        to_split(train_images, raw.train_labels[keep], mean, std, device),
         to_split(raw.train_images[val], raw.train_labels[val], mean, std, device),
         to_split(raw.test_images, raw.test_labels, mean, std, device),
         mean, std,

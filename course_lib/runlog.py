@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .data import repo_root, user_dir
+from .data import resolve_dir
 
 RUN_LOG = "runs.jsonl"
 
@@ -42,12 +42,7 @@ def writable_dir(path, what: str, how: str) -> Path:
 
 def resolve_out_dir(out_dir=None) -> Path:
     """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
-    if out_dir:
-        return Path(out_dir).expanduser()
-    if os.environ.get("COURSE_RUNS_DIR"):
-        return Path(os.environ["COURSE_RUNS_DIR"]).expanduser()
-    root = repo_root()
-    return root / "runs" if root is not None else user_dir("runs")
+    return resolve_dir(out_dir, "COURSE_RUNS_DIR", "runs")
 
 
 def atomic_write(path, data: bytes | str) -> Path:

@@ -339,8 +339,7 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
 
     Raises:
         KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact); it
-            carries ``run_id``, ``epochs_done``, ``out_dir`` and ``resumable`` (whether
-            ``last.pt`` exists).
+            carries ``run_id``, ``epochs_done`` and ``out_dir``.
         TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
         NotWritable: the runs folder cannot be written (found out before any training).
     """
@@ -367,7 +366,6 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         done = _Done(_new_run_id(out_dir))
     else:
         done = _Done(**{f.name: state[f.name] for f in dataclasses.fields(_Done)})
-    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -410,7 +408,6 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         if isinstance(e, KeyboardInterrupt):  # what the caller needs to say how to go on
             e.run_id, e.epochs_done, e.out_dir = done.run_id, done.epoch, out_dir
-            e.resumable = (run_dir / "last.pt").is_file()
         raise
     finally:
         bar.close()
