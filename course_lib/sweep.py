@@ -1,6 +1,6 @@
 """Hyperparameter sweeps: which settings to train (a full grid, or a balanced fraction of it).
 
-``python -m course_lib sweep`` and lesson 05 train every point ``sweep_points`` returns with
+``python -m course_lib sweep`` and lesson 06 train every point ``sweep_points`` returns with
 ``course_lib.train.fit``; each run is one line of the run log.
 """
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 LESSONS = ["01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
-           "06_custom_autograd_functions", "07_custom_layers_and_models"]
+           "07_custom_autograd_functions", "09_custom_layers_and_models"]
 
 MAX_NOTEBOOK_BYTES = 1_000_000
 MAX_OUTPUT_BYTES = 200_000
