@@ -12,6 +12,7 @@ returns the exit code. A new command is one decorated function, nothing else to 
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -119,28 +120,56 @@ def _train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--summary-json", metavar="PATH", default=None,
                         help="also write the results (test accuracy, paths, speed) to this JSON file")
+    parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                        help="under torchrun: how the processes talk (auto: nccl on CUDA, gloo on the CPU)")
     parser.set_defaults(run=_run_train)
 
 
 def _run_train(args) -> int:
+    """``fit`` in this process, or in this process's place among those torchrun started."""
+    from . import distributed
+
+    main_rank = os.environ.get("RANK", "0") == "0"  # the others print nothing but their own errors
+    try:
+        group = distributed.start(args.device, args.backend)
+    except ValueError as e:
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():
+            if not main_rank:
+                warnings.simplefilter("ignore")
+            return _fit_and_report(args, main_rank, group)
+    finally:
+        distributed.stop()
+
+
+def _fit_and_report(args, main_rank: bool, group) -> int:
     from .data import DataError, DatasetUnavailable
+    from .distributed import ProcessLost
     from .runlog import NotWritable, atomic_write, writable_dir
     from .train import TrainingDiverged, fit
 
     try:
         config = config_from_args(args)
-        if args.summary_json:  # found out now, not after the training it would summarise
+        if args.summary_json and main_rank:  # found out now, not after the training it would summarise
             writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
-        result = fit(config, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ValueError) else 1
-    except TrainingDiverged as e:
+        result = fit(config, resume=args.resume, progress=main_rank and not args.quiet)
+    except ProcessLost as e:  # each rank says what it saw
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable,
+            TrainingDiverged) as e:  # the same on every rank: said once
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
     except KeyboardInterrupt as e:
-        print(f"\n{_interrupted(e)}", file=sys.stderr)
+        if main_rank:
+            print(f"\n{_interrupted(e, group)}", file=sys.stderr)
         return 130
+    if not main_rank:
+        return 0
     record = result.record
     summary = {
         "run_id": result.run_id, "status": record["status"], "test_acc": record["test_acc"],
@@ -162,18 +191,27 @@ def _run_train(args) -> int:
     return 0
 
 
-def _interrupted(e: KeyboardInterrupt) -> str:
+def _interrupted(e: KeyboardInterrupt, group=None) -> str:
     """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
     from .runlog import resolve_out_dir
 
     if not hasattr(e, "run_id") or not (Path(e.out_dir) / e.run_id / "last.pt").is_file():
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
-    command = f"python -m course_lib train --resume {e.run_id}"
+    command = f"{_launcher(group)} -m course_lib train --resume {e.run_id}"
     if Path(e.out_dir).resolve() != resolve_out_dir().resolve():  # where --resume looks by default
         command += f" --out-dir {shlex.quote(str(e.out_dir))}"
     return (f"interrupted after epoch {e.epochs_done}: the best checkpoint and the run log are "
             f"saved; continue with\n    {command}")
+
+
+def _launcher(group) -> str:
+    """How this run was started: python, or torchrun with as many processes."""
+    if group is None:
+        return "python"
+    if group.local_world_size == group.world_size:
+        return f"torchrun --standalone --nproc_per_node={group.world_size}"
+    return f"torchrun --nnodes=... --nproc_per_node={group.local_world_size} --rdzv-endpoint=... (as before)"
 
 
 # --------------------------------------------------------------------------------------------

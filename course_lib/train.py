@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .data import DATASETS, Data, load_data
 from .models import INITS, NeuralNet, initialise_
 from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint, writable_dir
@@ -172,6 +172,9 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
 
 def _report(loss_sum, correct, samples, progress, advance):
     """Stop on a NaN/infinite loss; show the running loss and accuracy (this waits for the device)."""
+    group = distributed.current()
+    if group is not None:  # every rank checks the same global numbers, so all stop together
+        loss_sum, correct, samples = distributed.sum_over_ranks([loss_sum, correct, samples], group)
     loss = float(loss_sum) / samples
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the training loss became {loss}")
@@ -194,6 +197,17 @@ def evaluate(model, batches):
     if not samples:
         raise ValueError("evaluate: no batches to evaluate")
     return float(loss_sum) / samples, float(correct) / samples
+
+
+def evaluate_split(model, split) -> tuple[float, float]:
+    """``evaluate`` over a whole split; on several processes each evaluates a contiguous part
+    and the sums are added up, so every sample counts exactly once."""
+    group = distributed.current()
+    if group is None:
+        return evaluate(model, split.batches(EVAL_BATCH_SIZE))
+    part = distributed.local_split(split, group)
+    means = evaluate(model, part.batches(EVAL_BATCH_SIZE)) if len(part) else (0.0, 0.0)
+    return tuple(distributed.combine(means, len(part), group)[:2])
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
@@ -265,6 +279,11 @@ def _new_run_id(out_dir: Path) -> str:
             return run_id
 
 
+def _load_last(resume, out_dir: Path) -> tuple[Path, dict]:
+    last = _find_resume(resume, out_dir)
+    return last, torch.load(last, map_location="cpu", weights_only=True)
+
+
 def _find_resume(resume, out_dir: Path) -> Path:
     path = Path(resume)
     for candidate in (path, path / "last.pt", out_dir / str(resume) / "last.pt"):
@@ -280,11 +299,14 @@ def _epoch(epoch, model, data: Data, config: TrainConfig, optimizer, scheduler, 
     """Train one epoch, validate; return its history row."""
     start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
     batches = itertools.islice(data.train.batches(config.batch_size, generator, config.shift), steps)
+    group = distributed.current()
+    if group is not None:  # this process's share of each global batch
+        batches = distributed.local_batches(batches, model, group)
     with tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False,
               disable=not progress) as bar:
         try:
-            train_loss, train_acc, samples = train_epoch(
-                model, batches, optimizer, scheduler, bar if progress else None)
+            train_loss, train_acc, samples = train_epoch(  # every rank checks at the same steps
+                model, batches, optimizer, scheduler, bar if progress or group else None)
         except TrainingDiverged as e:
             raise TrainingDiverged(
                 f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
@@ -292,7 +314,9 @@ def _epoch(epoch, model, data: Data, config: TrainConfig, optimizer, scheduler, 
                 f"{config.optimizer}'s default is {DEFAULT_LR[config.optimizer]})"
             ) from None
     seconds = time.perf_counter() - start
-    val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))
+    if group is not None:
+        train_loss, train_acc, samples = distributed.combine([train_loss, train_acc], samples, group)
+    val_loss, val_acc = evaluate_split(distributed.unwrap(model), data.val)
     return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
             "val_acc": val_acc, "lr": lr, "seconds": seconds, "samples": samples}
 
@@ -345,25 +369,35 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
     """
     clock, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     out_dir = resolve_out_dir(config.out_dir if config else None)
+    group = distributed.current()  # None unless torchrun started several processes
     state = None
-    if resume is not None:
-        last = _find_resume(resume, out_dir)
-        state = torch.load(last, map_location="cpu", weights_only=True)
+    if resume is not None:  # rank 0 reads the files and writes them; the others are told
+        last, state = distributed.from_main(lambda: _load_last(resume, out_dir), group)
         config, out_dir = TrainConfig(**state["config"]), last.parent.parent
     config = config if config is not None else TrainConfig()
-    writable_dir(out_dir, "the run log and checkpoints",
-                 "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable")
-    device = resolve_device(config.device)
+    distributed.from_main(lambda: writable_dir(
+        out_dir, "the run log and checkpoints",
+        "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable"), group)
+    device = group.device if group else resolve_device(config.device)
+    if group is not None:
+        distributed.check_batch_size(config.batch_size, group)
     if data is None:  # a resumed run reloads what it trained on, even if "auto" would now differ
-        data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)
+        name = state["resolved_dataset"] if state else config.dataset
+        data = distributed.local_first(lambda: load_data(name, device, config.data_dir), group,
+                                       needed=name != "mnist-5k")  # that one is never downloaded
 
     torch.manual_seed(config.seed)
     model = initialise_(NeuralNet(config.num_units), config.init).to(device)
     steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
+    if group is not None:
+        distributed.check_last_batch(config.batch_size, len(data.train), steps, group)
+    net = distributed.wrap(model, group) if group else model  # `model` is what gets saved
+    processes = distributed.describe(group, device)
     optimizer, scheduler = make_optimizer(config, model, steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    writes = group is None or group.is_main
     if state is None:
-        done = _Done(_new_run_id(out_dir))
+        done = _Done(distributed.from_main(lambda: _new_run_id(out_dir), group))
     else:
         done = _Done(**{f.name: state[f.name] for f in dataclasses.fields(_Done)})
         model.load_state_dict(state["model"])
@@ -371,22 +405,24 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-    resumed_at, run_dir = done.epoch, out_dir / done.run_id
+    resumed_at, run_dir, best = done.epoch, out_dir / done.run_id, None
     status, test, failure = "interrupted", (None, None), None
     bar = tqdm(total=config.epochs, initial=done.epoch, unit="epoch", desc=data.name,
                disable=not progress)
     try:
         for epoch in range(done.epoch + 1, config.epochs + 1):
-            row = _epoch(epoch, model, data, config, optimizer, scheduler, generator, steps, progress)
+            row = _epoch(epoch, net, data, config, optimizer, scheduler, generator, steps, progress)
             done.samples += row.pop("samples")
             done.train_seconds += row["seconds"]
             done.history.append(row)
             if row["val_loss"] < done.best_val_loss:
-                save_checkpoint(model.state_dict(), run_dir / "best.pt")
+                best = {k: v.clone() for k, v in model.state_dict().items()}
+                if writes:
+                    save_checkpoint(best, run_dir / "best.pt")
                 done.best_val_loss, done.best_epoch = row["val_loss"], epoch
             done.epoch = epoch
             done.wall_seconds, clock = done.wall_seconds + time.perf_counter() - clock, time.perf_counter()
-            save_checkpoint({
+            writes and save_checkpoint({
                 **dataclasses.asdict(done), "config": dataclasses.asdict(config),
                 "resolved_dataset": data.name, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -399,8 +435,11 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
                 on_epoch(row, model)
         if done.best_epoch is None:
             raise TrainingDiverged("no epoch gave a finite validation loss")
-        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
-        test = evaluate(model, data.test.batches(EVAL_BATCH_SIZE))
+        if best is None:  # the best epoch came before a resume: read its checkpoint
+            best = distributed.from_main(lambda: torch.load(
+                run_dir / "best.pt", map_location="cpu", weights_only=True), group)
+        model.load_state_dict(best)
+        test = evaluate_split(model, data.test)
         status = "completed"
     except TrainingDiverged as e:
         status, failure = "diverged", e
@@ -408,12 +447,16 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         if isinstance(e, KeyboardInterrupt):  # what the caller needs to say how to go on
             e.run_id, e.epochs_done, e.out_dir = done.run_id, done.epoch, out_dir
+        if group is not None and distributed.is_communication_error(e):
+            raise distributed.lost(e) from e
         raise
     finally:
         bar.close()
         wall = done.wall_seconds + time.perf_counter() - clock
-        final = _record(status, config, data, device, done, resumed_at, test, started_at, wall)
-        append_run_log(out_dir / RUN_LOG, final)
+        final = {**_record(status, config, data, device, done, resumed_at, test, started_at, wall),
+                 **processes}
+        if writes:
+            append_run_log(out_dir / RUN_LOG, final)
     if failure is not None:
         raise failure
     return RunResult(final, model, out_dir)

@@ -1,0 +1,332 @@
+"""Data-parallel training with ``torch.distributed``: ``torchrun`` starts the processes, DDP keeps them in step.
+
+``torchrun --standalone --nproc_per_node=2 -m course_lib train`` starts two copies of the CLI; each
+finds its rank in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``...), and
+``start`` joins them into one process group: ``gloo`` on the CPU, ``nccl`` on CUDA with one GPU per
+process (``cuda:LOCAL_RANK``). ``course_lib.train.fit`` then trains as one process would, with:
+
+- every rank drawing the same seeded permutation and shifts, and keeping its contiguous share of
+  each *global* batch (``local_batches``): ``--batch-size`` means what it means on one process;
+- ``DistributedDataParallel`` summing the shares' gradients, each weighted by its share of the
+  batch (``wrap``), so a step equals one process's step on the whole batch;
+- evaluation sharded over the ranks and combined from all-reduced sums (``sum_over_ranks``),
+  never a mean of per-rank means;
+- a NaN on any rank stopping them all at the same step (``any_rank``), and only rank 0 writing.
+
+A collective that waits longer than ``$COURSE_DIST_TIMEOUT_S`` seconds (default 30) raises
+``ProcessLost``, naming the ranks that stopped answering, instead of hanging.
+"""
+
+import dataclasses
+import datetime
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+TIMEOUT_ENV = "COURSE_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 30.0
+BACKENDS = ("auto", "gloo", "nccl")
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class ProcessLost(RuntimeError):
+    """Another process of the job died or stopped answering."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the job (``rank`` 0 is the one that writes)."""
+
+    rank: int
+    world_size: int
+    local_rank: int  # the rank among this machine's processes: picks the GPU
+    local_world_size: int
+    backend: str
+    device: torch.device
+    timeout_s: float
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_group: Group | None = None
+_monitor = None  # a gloo group used only to find out which ranks stopped answering
+
+
+def launched_by_torchrun(environ=os.environ) -> bool:
+    return all(name in environ for name in TORCHRUN_ENV)
+
+
+def current() -> Group | None:
+    """The process group ``start`` joined, or ``None`` in a plain (single-process) run."""
+    return _group
+
+
+def timeout_s(environ=os.environ) -> float:
+    """``$COURSE_DIST_TIMEOUT_S``: how long a collective may wait for the other processes."""
+    text = environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def plan(device: str, backend: str, environ=os.environ) -> Group:
+    """The ``Group`` this process would join; a bad combination is a ``ValueError`` that says
+    what to change (found before any process group exists, so before any training)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    rank, world, local_rank, local_world = (int(environ[k]) for k in TORCHRUN_ENV[:4])
+    device = str(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() and backend != "gloo" else "cpu"
+    if device.startswith("cuda:") and local_world > 1:
+        raise ValueError(f"--device {device} names one GPU, but torchrun starts {local_world} "
+                         "processes on this machine and each needs its own: use --device cuda "
+                         "(process i takes cuda:LOCAL_RANK)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device {device}: training on several processes runs on the CPU "
+                         "(gloo) or on CUDA GPUs (nccl); use --device cpu or cuda")
+    if device.startswith("cuda"):
+        gpus = torch.cuda.device_count()
+        if gpus == 0:
+            raise ValueError(f"--device {device} was asked for, but this machine has no CUDA GPU "
+                             "(torch.cuda.is_available() is False); use --device cpu")
+        if local_world > gpus:
+            raise ValueError(f"torchrun starts {local_world} processes on this machine "
+                             f"(--nproc_per_node={local_world}) but it has {gpus} CUDA GPU(s), one "
+                             f"per process: use --nproc_per_node={gpus} or less, or --device cpu")
+        device = device if ":" in device else f"cuda:{local_rank}"
+    chosen = backend if backend != "auto" else ("nccl" if device.startswith("cuda") else "gloo")
+    if chosen == "nccl" and not device.startswith("cuda"):
+        raise ValueError("--backend nccl runs on CUDA GPUs only, and this run is on the CPU: "
+                         "use --backend gloo (or auto), or --device cuda on a machine with GPUs")
+    if chosen == "nccl" and not dist.is_nccl_available():
+        raise ValueError("--backend nccl: this PyTorch build has no NCCL; use --backend gloo")
+    return Group(rank, world, local_rank, local_world, chosen, torch.device(device), timeout_s(environ))
+
+
+def start(device: str = "auto", backend: str = "auto") -> Group | None:
+    """Join the job torchrun launched (``None`` when this process was not started by torchrun)."""
+    global _group, _monitor
+    if not launched_by_torchrun():
+        if backend != "auto":
+            raise ValueError(f"--backend {backend} applies to runs on several processes: launch "
+                             "with torchrun --nproc_per_node=N -m course_lib train ...")
+        return None
+    group = plan(device, backend)
+    if group.device.type == "cuda":
+        torch.cuda.set_device(group.device)
+    timeout = datetime.timedelta(seconds=group.timeout_s)
+    dist.init_process_group(group.backend, timeout=timeout,
+                            device_id=group.device if group.device.type == "cuda" else None)
+    _monitor = dist.new_group(backend="gloo", timeout=timeout)
+    _group = group
+    return group
+
+
+def stop() -> None:
+    """Leave the process group (every rank, at the end of the run)."""
+    global _group, _monitor
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _group = _monitor = None
+
+
+def check_batch_size(batch_size: int, group: Group) -> None:
+    """The global batch must split into ``world_size`` equal shares."""
+    world = group.world_size
+    if batch_size % world:
+        lower = max(world, batch_size // world * world)
+        raise ValueError(f"--batch-size {batch_size} is the global batch, shared by the {world} "
+                         f"processes, so it must be divisible by {world}: try --batch-size {lower} "
+                         f"or {lower + world}")
+
+
+def check_last_batch(batch_size: int, n_train: int, steps: int, group: Group) -> None:
+    """The last (short) batch of an epoch must still give every process a sample."""
+    world, last = group.world_size, n_train % batch_size
+    if 0 < last < world and steps * batch_size >= n_train:
+        raise ValueError(f"the last batch of each epoch holds {last} sample(s) ({n_train} training "
+                         f"samples, --batch-size {batch_size}), fewer than the {world} processes "
+                         "that share it: choose another --batch-size")
+
+
+# --------------------------------------------------------------------------------------------
+# Training: each rank's share of a global batch, gradients weighted by that share
+# --------------------------------------------------------------------------------------------
+
+
+def share(n: int, group: Group) -> slice:
+    """This rank's contiguous part of ``n`` items (sizes differ by at most one)."""
+    return slice(n * group.rank // group.world_size, n * (group.rank + 1) // group.world_size)
+
+
+class _ShareWeight:
+    """The comm hook's state: this rank's fraction of the current global batch."""
+
+    def __init__(self, world_size: int):
+        self.value = 1.0 / world_size
+
+
+def _weighted_sum(state: _ShareWeight, bucket):
+    """DDP comm hook: sum the ranks' gradients, each scaled by its share of the batch.
+
+    Each rank's gradient is of the mean loss over its ``n_r`` samples; ``sum_r (n_r / N) * grad_r``
+    is the gradient of the mean over all ``N``. DDP's default (divide by the world size) is the
+    same thing when every share is equal, and wrong when the last batch splits unevenly.
+    """
+    buffer = bucket.buffer().mul_(state.value)
+    return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def wrap(model: torch.nn.Module, group: Group) -> DistributedDataParallel:
+    """``model`` (already on ``group.device``) in DDP, gradients summed as ``_weighted_sum`` says.
+
+    DDP copies rank 0's parameters to every rank here, and after each ``backward`` every rank
+    holds the same summed gradient, so the optimizers' steps keep the copies equal.
+    """
+    ddp = DistributedDataParallel(model, device_ids=[group.device] if group.device.type == "cuda" else None)
+    ddp.share_weight = _ShareWeight(group.world_size)
+    ddp.register_comm_hook(ddp.share_weight, _weighted_sum)
+    return ddp
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside a DDP wrapper (its ``state_dict`` keys have no ``module.`` prefix)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def local_batches(batches, model: DistributedDataParallel, group: Group):
+    """This rank's contiguous share of each global batch of ``batches`` (the same on every rank)."""
+    for images, labels in batches:
+        part = share(len(labels), group)
+        model.share_weight.value = (part.stop - part.start) / len(labels)
+        yield images[part], labels[part]
+
+
+# --------------------------------------------------------------------------------------------
+# Agreeing: sums over the ranks, a NaN anywhere, and which rank stopped answering
+# --------------------------------------------------------------------------------------------
+
+
+def sum_over_ranks(values, group: Group) -> list:
+    """The sum over every rank of each number in ``values`` (float64, so counts stay exact)."""
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    tensor = tensor.to(group.device) if group.backend == "nccl" else tensor
+    _collective(dist.all_reduce, tensor)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool, group: Group) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    return sum_over_ranks([bool(flag)], group)[0] > 0
+
+
+def gather(value, group: Group) -> list:
+    """``value`` from every rank, in rank order (small picklable values)."""
+    out = [None] * group.world_size
+    _collective(dist.all_gather_object, out, value)
+    return out
+
+
+def broadcast(value, group: Group):
+    """Rank 0's ``value`` on every rank (small picklable values)."""
+    box = [value if group.is_main else None]
+    _collective(dist.broadcast_object_list, box, 0)
+    return box[0]
+
+
+def _collective(op, *args):
+    try:
+        op(*args)
+    except RuntimeError as e:
+        raise lost(e) from e
+
+
+def is_communication_error(error: BaseException) -> bool:
+    """True for the errors gloo and NCCL raise when a peer died, hung or timed out."""
+    text = str(error)
+    return isinstance(error, (ProcessLost, getattr(dist, "DistError", ()))) or any(
+        marker in text for marker in ("Timed out", "timed out", "Connection closed", "Connection reset",
+                                      "NCCL", "pair closure", "monitoredBarrier"))
+
+
+def lost(error: BaseException) -> ProcessLost:
+    """A ``ProcessLost`` for ``error`` that names the ranks that stopped answering, when a last
+    short barrier can tell (a rank that died is named in torchrun's summary instead)."""
+    if isinstance(error, ProcessLost):
+        return error
+    group = _group
+    where = f"rank {group.rank}: " if group else ""
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    missing = ""
+    if group is not None and _monitor is not None:
+        try:
+            dist.monitored_barrier(_monitor, timeout=datetime.timedelta(seconds=min(5.0, group.timeout_s)),
+                                   wait_all_ranks=True)
+        except RuntimeError as e:
+            named = re.search(r"Ranks? ([\d, ]+) failed to pass", str(e))
+            missing = (f" Rank(s) {named.group(1).strip()} stopped answering." if named else
+                       " A process exited: torchrun's summary below names its rank.")
+    wait = f"{group.timeout_s:g} s ({TIMEOUT_ENV})" if group else "the timeout"
+    return ProcessLost(f"{where}lost contact with the other processes of the job (waited at most "
+                       f"{wait}).{missing} ({first})")
+
+
+def combine(means, n: int, group: Group) -> list:
+    """Means over every rank's samples from each rank's ``means`` over its ``n`` samples:
+    ``sum_r n_r * mean_r / sum_r n_r`` (never a mean of the ranks' means); then the total ``n``."""
+    *sums, total = sum_over_ranks([m * n for m in means] + [n], group)
+    return [s / total for s in sums] + [int(total)]
+
+
+def local_split(split, group: Group):
+    """This rank's contiguous part of a ``Split`` (for evaluation: no shuffling, no shift)."""
+    part = share(len(split), group)
+    return dataclasses.replace(split, images=split.images[part], labels=split.labels[part])
+
+
+def describe(group: Group | None, device) -> dict:
+    """The run-log fields that say how the run was spread: world_size, backend, devices (per rank)."""
+    if group is None:
+        return {"world_size": 1, "backend": None, "devices": [str(device)]}
+    return {"world_size": group.world_size, "backend": group.backend,
+            "devices": gather(str(group.device), group)}
+
+
+def from_main(fn, group: Group | None):
+    """``fn()`` run on rank 0 only (it reads or writes the run's files); its result, or the
+    exception it raised, on every rank, so all ranks go on, or stop, together."""
+    if group is None:
+        return fn()
+    outcome = None
+    if group.is_main:
+        try:
+            outcome = (True, fn())
+        except Exception as e:
+            outcome = (False, e)
+    ok, value = broadcast(outcome, group)
+    if not ok:
+        raise value
+    return value
+
+
+def local_first(fn, group: Group | None, needed: bool = True):
+    """``fn()`` on every rank, the first process of each machine before the others when
+    ``needed`` (a download then happens once per machine, not once per process at once)."""
+    wait = group is not None and needed
+    if wait and group.local_rank != 0:
+        _collective(dist.barrier)
+    result = fn()
+    if wait and group.local_rank == 0:
+        _collective(dist.barrier)
+    return result
