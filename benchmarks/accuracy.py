@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from course_lib.data import (DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, read_idx,
-                             repo_root, to_split)
+from course_lib.datasets import DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, to_split
+from course_lib.idx import read_idx
+from course_lib.paths import repo_root
 from course_lib.train import EVAL_BATCH_SIZE, TrainConfig, evaluate, fit, resolve_device
 
 # Test accuracy to reach, for the "seconds to target" column (mnist-5k's target, 94%, is on the

@@ -2,7 +2,7 @@
 
     (a) classic  the source lesson's style: a Dataset making one PIL image per sample,
                  ``ToTensor`` + ``Normalize``, a shuffling ``DataLoader``, batch 64
-    (b) fast     ``course_lib.data``'s fast path (the split on the device as one tensor, batches
+    (b) fast     ``course_lib.datasets``' fast path (the split on the device as one tensor, batches
                  by a seeded permutation) + ``NeuralNet`` built from the custom ``Linear``
     (c) fast     the same fast path + the same network built from ``torch.nn.Linear``
 
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from course_lib.data import classic_loader, load_data, load_raw
+from course_lib.datasets import classic_loader, load_data, load_raw
 from course_lib.models import NeuralNet
 from course_lib.train import TrainConfig, make_optimizer, resolve_device, train_epoch
 

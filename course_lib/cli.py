@@ -67,7 +67,7 @@ def _display(path: Path) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
-    from .data import DATASETS
+    from .datasets import DATASETS
     from .models import INITS
     from .train import DEFAULT_LR, TrainConfig
 
@@ -146,8 +146,9 @@ def _run_train(args) -> int:
 
 
 def _fit_and_report(args, main_rank: bool, group) -> int:
-    from .data import DataError, DatasetUnavailable
+    from .datasets import DatasetUnavailable
     from .distributed import ProcessLost
+    from .idx import DataError
     from .runlog import NotWritable, atomic_write, writable_dir
     from .train import TrainingDiverged, fit
 
@@ -193,7 +194,7 @@ def _fit_and_report(args, main_rank: bool, group) -> int:
 
 def _interrupted(e: KeyboardInterrupt, group=None) -> str:
     """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
-    from .runlog import resolve_out_dir
+    from .paths import resolve_out_dir
 
     if not hasattr(e, "run_id") or not (Path(e.out_dir) / e.run_id / "last.pt").is_file():
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
@@ -242,8 +243,10 @@ def _run_sweep(args) -> int:
 
     from .analysis import conclusions
     from .sweep import default_grid, parse_grid, sweep_points
-    from .data import DataError, DatasetUnavailable, load_data
-    from .runlog import NotWritable, read_run_log, resolve_out_dir, writable_dir
+    from .datasets import DatasetUnavailable, load_data
+    from .idx import DataError
+    from .paths import resolve_out_dir
+    from .runlog import NotWritable, read_run_log, writable_dir
     from .train import TrainingDiverged, fit, resolve_device
 
     try:

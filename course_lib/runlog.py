@@ -1,4 +1,5 @@
-"""Where runs are written, and how: atomic files, checkpoints and the run log (``runs.jsonl``).
+"""How runs are written: atomic files, checkpoints and the run log (``runs.jsonl``) in the runs
+folder (``course_lib.paths.resolve_out_dir``).
 
 ``course_lib.train`` writes through these functions and ``course_lib.analysis`` reads through
 ``read_run_log``; the run log's keys are listed in ``course_lib.train``'s docstring.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .data import resolve_dir
+from .paths import resolve_out_dir
 
 RUN_LOG = "runs.jsonl"
 
@@ -38,11 +39,6 @@ def writable_dir(path, what: str, how: str) -> Path:
         raise NotWritable(f"cannot write {what} to {path}: {reason}. Choose a folder "
                           f"you can write to ({how}).") from None
     return path
-
-
-def resolve_out_dir(out_dir=None) -> Path:
-    """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
-    return resolve_dir(out_dir, "COURSE_RUNS_DIR", "runs")
 
 
 def atomic_write(path, data: bytes | str) -> Path:

@@ -49,9 +49,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, distributed
-from .data import DATASETS, Data, load_data
+from .datasets import DATASETS, Data, load_data
 from .models import INITS, NeuralNet, initialise_
-from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint, writable_dir
+from .paths import resolve_out_dir
+from .runlog import RUN_LOG, append_run_log, save_checkpoint, writable_dir
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
 EVAL_BATCH_SIZE = 4096

@@ -12,9 +12,9 @@ import json
 import matplotlib
 import pandas as pd
 import pytest
+from synthetic import mnist_data_dir
 
 from course_lib import analysis, cli, sweep
-from course_lib.data import synthetic, write_raw
 from course_lib.runlog import RUN_LOG
 from course_lib.train import TrainConfig
 
@@ -312,9 +312,7 @@ def test_default_grid_holds_only_trainconfig_fields():
 
 @pytest.fixture(scope="module")
 def synthetic_mnist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_raw(synthetic(300, 100), root / "MNIST" / "raw")
-    return root
+    return mnist_data_dir(tmp_path_factory.mktemp("data"), 300, 100)
 
 
 def test_sweep_command_logs_one_run_per_point_and_survives_a_diverging_one(

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from course_lib import distributed
-from course_lib.data import load_raw, write_raw
+from course_lib.datasets import load_data, load_raw, write_raw
 from course_lib.models import NeuralNet
 from course_lib.runlog import read_run_log
 from course_lib.train import TrainConfig, TrainingDiverged, fit
@@ -243,8 +243,6 @@ def _train_with_nan_on_rank_1(rank, tmp_path, data_path):
 
 
 def test_a_nan_on_one_rank_stops_every_rank(tmp_path, data_dir):
-    from course_lib.data import load_data
-
     torch.save(load_data("mnist", "cpu", data_dir), tmp_path / "data.pt")
     ranks = _in_processes(_train_with_nan_on_rank_1, tmp_path, "20", tmp_path / "data.pt")
     for rank in ranks:

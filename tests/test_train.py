@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DEVICES
+from synthetic import mnist_data_dir
 
-from course_lib import data as data_module
 from course_lib import train as train_module
-from course_lib.data import Split, synthetic, write_raw
+from course_lib.datasets import Split, load_data
 from course_lib.models import NeuralNet
 from course_lib.runlog import RUN_LOG, NotWritable, append_run_log, atomic_write, read_run_log
 from course_lib.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
@@ -25,9 +25,7 @@ from course_lib.train import TrainConfig, TrainingDiverged, evaluate, fit, resol
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A data directory holding a 600/200-image synthetic 'MNIST' in torchvision's layout."""
-    root = tmp_path_factory.mktemp("data")
-    write_raw(synthetic(600, 200), root / "MNIST" / "raw")
-    return root
+    return mnist_data_dir(tmp_path_factory.mktemp("data"), 600, 200)
 
 
 @pytest.fixture
@@ -114,7 +112,7 @@ def test_fit_learns_and_leaves_a_checkpoint_and_a_log_line(config, device):
     state = torch.load(result.checkpoint, weights_only=True)
     model = NeuralNet(config.num_units)
     model.load_state_dict(state)
-    test = data_module.load_data("mnist", "cpu", config.data_dir).test
+    test = load_data("mnist", "cpu", config.data_dir).test
     assert evaluate(model, test.batches(64))[1] == pytest.approx(record["test_acc"])
     last = torch.load(out / result.run_id / "last.pt", weights_only=True)
     assert last["epoch"] == 3 and last["config"]["num_units"] == config.num_units
@@ -252,7 +250,7 @@ def test_a_diverging_run_stops_and_suggests_a_lower_learning_rate(config):
 
 
 def test_nan_in_the_data_stops_the_run(config, monkeypatch):
-    original = data_module.load_data
+    original = load_data
 
     def poisoned(*args, **kwargs):
         d = original(*args, **kwargs)
