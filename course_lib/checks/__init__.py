@@ -23,6 +23,7 @@ from .core import (
     TOLERANCE, Line, Report, check_accuracy, check_function, check_linear_backward,
     check_linear_forward, check_sgd_step, compare,
 )
+from .distributed import check_combine_gradients, check_shard_bounds
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
 )
@@ -34,4 +35,5 @@ __all__ = [
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
+    "check_combine_gradients", "check_shard_bounds",
 ]
