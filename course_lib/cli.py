@@ -69,7 +69,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
     from .datasets import DATASETS
     from .models import INITS
-    from .train import DEFAULT_LR, TrainConfig
+    from .train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     lrs = ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
@@ -80,9 +80,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=d.batch_size, help="training samples per step")
     add("--lr", type=float, default=d.lr, help=f"peak learning rate; default per optimizer: {lrs}")
     add("--momentum", type=float, default=d.momentum, help="SGD's (Nesterov) momentum; Adam ignores it")
-    add("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="the update rule")
+    add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="the update rule")
     add("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty on the weights")
-    add("--schedule", choices=("cosine", "constant"), default=d.schedule,
+    add("--schedule", choices=SCHEDULES, default=d.schedule,
         help="learning rate over the run: cosine decay to 0 after every batch, or constant")
     add("--shift", type=int, default=d.shift,
         help="augmentation: move each training batch by up to this many pixels (0: off)")
@@ -140,50 +140,59 @@ def _run_train(args) -> int:
         with warnings.catch_warnings():
             if not main_rank:
                 warnings.simplefilter("ignore")
-            return _fit_and_report(args, main_rank, group)
+            return _fit_and_report(args, group)
     finally:
         distributed.stop()
 
 
-def _fit_and_report(args, main_rank: bool, group) -> int:
-    from .datasets import DatasetUnavailable
-    from .distributed import ProcessLost
+def _fit_and_report(args, group) -> int:
+    from . import distributed
+    from .datasets import DatasetUnavailable, load_raw
     from .idx import DataError
     from .runlog import NotWritable, atomic_write, writable_dir
-    from .train import TrainingDiverged, fit
+    from .train import Interrupted, TrainingDiverged, fit, parallel_hooks
 
+    main_rank = group is None or group.is_main
     try:
         config = config_from_args(args)
         if args.summary_json and main_rank:  # found out now, not after the training it would summarise
             writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
-        result = fit(config, resume=args.resume, progress=main_rank and not args.quiet)
-    except ProcessLost as e:  # each rank says what it saw
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        if group is not None:
+            if args.resume is None:
+                distributed.check_batch_size(config.batch_size, group)
+                if config.dataset != "mnist-5k":  # a download: once per machine, not at once
+                    distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
+        result = fit(config, resume=args.resume, progress=main_rank and not args.quiet,
+                     hooks=parallel_hooks(group) if group else None)
     except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable,
-            TrainingDiverged) as e:  # the same on every rank: said once
+            TrainingDiverged) as e:  # the same on every process: said once
         if main_rank:
             print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
-    except KeyboardInterrupt as e:
+    except Interrupted as e:
         if main_rank:
             print(f"\n{_interrupted(e, group)}", file=sys.stderr)
         return 130
+    except RuntimeError as e:  # each process says what it saw when another one is lost
+        if group is None or not distributed.is_communication_error(e):
+            raise
+        print(f"error: {distributed.lost(e)}", file=sys.stderr)
+        return 1
     if not main_rank:
         return 0
     record = result.record
     summary = {
-        "run_id": result.run_id, "status": record["status"], "test_acc": record["test_acc"],
-        "test_loss": record["test_loss"], "checkpoint": str(result.checkpoint.resolve()),
-        "run_log": str(result.run_log.resolve()), "dataset": record["resolved_dataset"],
-        "epochs": record["epochs"], "best_epoch": record["best_epoch"],
-        "samples_per_second": record["samples_per_second"], "wall_seconds": record["wall_seconds"],
-        "device": record["device_used"],
+        "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
+        "test_loss": record.test_loss, "checkpoint": str(result.checkpoint.resolve()),
+        "run_log": str(result.run_log.resolve()), "dataset": record.resolved_dataset,
+        "epochs": record.epochs, "best_epoch": record.best_epoch,
+        "samples_per_second": record.samples_per_second, "wall_seconds": record.wall_seconds,
+        "device": record.device_used,
     }
-    print(f"test accuracy: {100 * record['test_acc']:.2f}% on {record['resolved_dataset']} "
-          f"(best epoch {record['best_epoch']} of {record['epochs']}, "
-          f"{record['wall_seconds']:.1f} s, {record['samples_per_second']:,.0f} samples/s "
-          f"on {record['device_used']})")
+    print(f"test accuracy: {100 * record.test_acc:.2f}% on {record.resolved_dataset} "
+          f"(best epoch {record.best_epoch} of {record.epochs}, "
+          f"{record.wall_seconds:.1f} s, {record.samples_per_second:,.0f} samples/s "
+          f"on {record.device_used})")
     print(f"checkpoint:    {_display(result.checkpoint)}")
     print(f"run log:       {_display(result.run_log)}")
     if args.summary_json:
@@ -192,22 +201,23 @@ def _fit_and_report(args, main_rank: bool, group) -> int:
     return 0
 
 
-def _interrupted(e: KeyboardInterrupt, group=None) -> str:
-    """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
+def _interrupted(e, group=None) -> str:
+    """What a Ctrl-C during ``fit`` (``e``, a ``course_lib.train.Interrupted``) left behind, and
+    the command that continues the run."""
     from .paths import resolve_out_dir
 
-    if not hasattr(e, "run_id") or not (Path(e.out_dir) / e.run_id / "last.pt").is_file():
+    if not e.resumable:
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
     command = f"{_launcher(group)} -m course_lib train --resume {e.run_id}"
-    if Path(e.out_dir).resolve() != resolve_out_dir().resolve():  # where --resume looks by default
+    if e.out_dir.resolve() != resolve_out_dir().resolve():  # where --resume looks by default
         command += f" --out-dir {shlex.quote(str(e.out_dir))}"
     return (f"interrupted after epoch {e.epochs_done}: the best checkpoint and the run log are "
             f"saved; continue with\n    {command}")
 
 
 def _launcher(group) -> str:
-    """How this run was started: python, or torchrun with as many processes."""
+    """How the run was started: python, or torchrun with as many processes."""
     if group is None:
         return "python"
     if group.local_world_size == group.world_size:
@@ -246,7 +256,7 @@ def _run_sweep(args) -> int:
     from .datasets import DatasetUnavailable, load_data
     from .idx import DataError
     from .paths import resolve_out_dir
-    from .runlog import NotWritable, read_run_log, writable_dir
+    from .runlog import RUN_LOG, NotWritable, read_run_log, writable_dir
     from .train import TrainingDiverged, fit, resolve_device
 
     try:
@@ -260,7 +270,7 @@ def _run_sweep(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (ValueError, TypeError)) else 1
-    logged = len(read_run_log(out_dir)) if (out_dir / "runs.jsonl").is_file() else 0
+    logged = len(read_run_log(out_dir)) if (out_dir / RUN_LOG).is_file() else 0
     print(f"sweep: {len(configs)} runs over {', '.join(grid)} on {data.name}, "
           f"{base.epochs} epochs each")
     for i, (point, config) in enumerate(zip(points, configs), 1):
@@ -268,16 +278,16 @@ def _run_sweep(args) -> int:
         try:
             record = fit(config, data=data, progress=not args.quiet).record
             print(f"[{i}/{len(configs)}] {settings}: validation accuracy "
-                  f"{record['final_val_acc']:.2%}  ({record['run_id']})", flush=True)
+                  f"{record.final_val_acc:.2%}  ({record.run_id})", flush=True)
         except TrainingDiverged as e:
             print(f"[{i}/{len(configs)}] {settings}: diverged ({e})", flush=True)
         except KeyboardInterrupt:
-            print(f"\ninterrupted after {i - 1} runs; they are in {_display(out_dir / 'runs.jsonl')}",
+            print(f"\ninterrupted after {i - 1} runs; they are in {_display(out_dir / RUN_LOG)}",
                   file=sys.stderr)
             return 130
     runs = read_run_log(out_dir).iloc[logged:]
     print("\n" + "\n".join(conclusions(runs)))
-    print(f"\nrun log: {_display(out_dir / 'runs.jsonl')}\nreport:  python -m course_lib "
+    print(f"\nrun log: {_display(out_dir / RUN_LOG)}\nreport:  python -m course_lib "
           f"report {_display(out_dir)} --html {_display(out_dir / 'report.html')}")
     return 0
 

@@ -6,12 +6,14 @@ finds its rank in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOC
 process (``cuda:LOCAL_RANK``). ``course_lib.train.fit`` then trains as one process would, with:
 
 - every rank drawing the same seeded permutation and shifts, and keeping its contiguous share of
-  each *global* batch (``local_batches``): ``--batch-size`` means what it means on one process;
+  each *global* batch (``DataParallel.batches``): ``--batch-size`` means what it means on one
+  process;
 - ``DistributedDataParallel`` summing the shares' gradients, each weighted by its share of the
-  batch (``wrap``), so a step equals one process's step on the whole batch;
-- evaluation sharded over the ranks and combined from all-reduced sums (``sum_over_ranks``),
-  never a mean of per-rank means;
-- a NaN on any rank stopping them all at the same step (``any_rank``), and only rank 0 writing.
+  batch (``DataParallel.wrap``), so a step equals one process's step on the whole batch;
+- evaluation sharded over the ranks and combined from all-reduced sums
+  (``DataParallel.evaluate``), never a mean of per-rank means;
+- a NaN on any rank stopping them all at the same step (``train_epoch`` checks the loss summed
+  over the ranks, ``sum_over_ranks``), and only rank 0 writing.
 
 A collective that waits longer than ``$COURSE_DIST_TIMEOUT_S`` seconds (default 30) raises
 ``ProcessLost``, naming the ranks that stopped answering, instead of hanging.
@@ -87,7 +89,7 @@ def plan(device: str, backend: str, environ=os.environ) -> Group:
     rank, world, local_rank, local_world = (int(environ[k]) for k in TORCHRUN_ENV[:4])
     device = str(device)
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() and backend != "gloo" else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # as train.resolve_device
     if device.startswith("cuda:") and local_world > 1:
         raise ValueError(f"--device {device} names one GPU, but torchrun starts {local_world} "
                          "processes on this machine and each needs its own: use --device cuda "
@@ -188,33 +190,68 @@ def _weighted_sum(state: _ShareWeight, bucket):
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
-def wrap(model: torch.nn.Module, group: Group) -> DistributedDataParallel:
-    """``model`` (already on ``group.device``) in DDP, gradients summed as ``_weighted_sum`` says.
+class DataParallel:
+    """What ``course_lib.train.Hooks`` needs to train on this process's share of every batch.
 
-    DDP copies rank 0's parameters to every rank here, and after each ``backward`` every rank
-    holds the same summed gradient, so the optimizers' steps keep the copies equal.
+    ``global_batches(split, config, generator, steps)`` gives one epoch's global batches, the
+    same on every rank (same seed, same permutation, same shifts); ``evaluate(model, split)``
+    gives ``(loss, accuracy)`` over a split. Both come from ``course_lib.train``.
     """
-    ddp = DistributedDataParallel(model, device_ids=[group.device] if group.device.type == "cuda" else None)
-    ddp.share_weight = _ShareWeight(group.world_size)
-    ddp.register_comm_hook(ddp.share_weight, _weighted_sum)
-    return ddp
+
+    def __init__(self, group: Group, global_batches, evaluate):
+        self.group, self._global_batches, self._evaluate = group, global_batches, evaluate
+        self.weight = _ShareWeight(group.world_size)
+        self._ddp = None
+
+    def wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
+        """``model`` in DDP (made once; DDP then copies rank 0's parameters to every rank)."""
+        if self._ddp is None or self._ddp.module is not model:
+            device_ids = [self.group.device] if self.group.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(model, device_ids=device_ids)
+            self._ddp.register_comm_hook(self.weight, _weighted_sum)
+        return self._ddp
+
+    def batches(self, split, config, generator, steps: int):
+        """This rank's contiguous share of each global batch of the epoch."""
+        check_batch_size(config.batch_size, self.group)
+        check_last_batch(config.batch_size, len(split), steps, self.group)
+        for images, labels in self._global_batches(split, config, generator, steps):
+            part = share(len(labels), self.group)
+            self.weight.value = (part.stop - part.start) / len(labels)
+            yield images[part], labels[part]
+
+    def evaluate(self, model: torch.nn.Module, split) -> tuple[float, float]:
+        """``(loss, accuracy)`` over the whole split: each rank evaluates a contiguous part, and
+        the sums are added over the ranks (never a mean of the ranks' means)."""
+        part = share(len(split), self.group)
+        local = dataclasses.replace(split, images=split.images[part], labels=split.labels[part])
+        means = self._evaluate(model, local) if len(local) else (0.0, 0.0)
+        *sums, total = sum_over_ranks([m * len(local) for m in means] + [len(local)], self.group)
+        return sums[0] / total, sums[1] / total
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside a DDP wrapper (its ``state_dict`` keys have no ``module.`` prefix)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+def describe(group: Group | None, device) -> dict:
+    """How the run is spread, for its record: world size, backend, each rank's device."""
+    if group is None:
+        return {"world_size": 1, "backend": None, "devices": [str(device)]}
+    devices = [None] * group.world_size
+    _collective(dist.all_gather_object, devices, str(group.device))
+    return {"world_size": group.world_size, "backend": group.backend, "devices": devices}
 
 
-def local_batches(batches, model: DistributedDataParallel, group: Group):
-    """This rank's contiguous share of each global batch of ``batches`` (the same on every rank)."""
-    for images, labels in batches:
-        part = share(len(labels), group)
-        model.share_weight.value = (part.stop - part.start) / len(labels)
-        yield images[part], labels[part]
+def local_first(fn, group: Group | None):
+    """``fn()`` on every rank, the first process of each machine before the others (a download
+    then happens once per machine, not once per process at the same time)."""
+    if group is not None and group.local_rank != 0:
+        _collective(dist.barrier)
+    result = fn()
+    if group is not None and group.local_rank == 0:
+        _collective(dist.barrier)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
-# Agreeing: sums over the ranks, a NaN anywhere, and which rank stopped answering
+# Agreeing: sums over the ranks, and which rank stopped answering
 # --------------------------------------------------------------------------------------------
 
 
@@ -224,25 +261,6 @@ def sum_over_ranks(values, group: Group) -> list:
     tensor = tensor.to(group.device) if group.backend == "nccl" else tensor
     _collective(dist.all_reduce, tensor)
     return tensor.tolist()
-
-
-def any_rank(flag: bool, group: Group) -> bool:
-    """True on every rank when ``flag`` is true on at least one."""
-    return sum_over_ranks([bool(flag)], group)[0] > 0
-
-
-def gather(value, group: Group) -> list:
-    """``value`` from every rank, in rank order (small picklable values)."""
-    out = [None] * group.world_size
-    _collective(dist.all_gather_object, out, value)
-    return out
-
-
-def broadcast(value, group: Group):
-    """Rank 0's ``value`` on every rank (small picklable values)."""
-    box = [value if group.is_main else None]
-    _collective(dist.broadcast_object_list, box, 0)
-    return box[0]
 
 
 def _collective(op, *args):
@@ -280,53 +298,3 @@ def lost(error: BaseException) -> ProcessLost:
     wait = f"{group.timeout_s:g} s ({TIMEOUT_ENV})" if group else "the timeout"
     return ProcessLost(f"{where}lost contact with the other processes of the job (waited at most "
                        f"{wait}).{missing} ({first})")
-
-
-def combine(means, n: int, group: Group) -> list:
-    """Means over every rank's samples from each rank's ``means`` over its ``n`` samples:
-    ``sum_r n_r * mean_r / sum_r n_r`` (never a mean of the ranks' means); then the total ``n``."""
-    *sums, total = sum_over_ranks([m * n for m in means] + [n], group)
-    return [s / total for s in sums] + [int(total)]
-
-
-def local_split(split, group: Group):
-    """This rank's contiguous part of a ``Split`` (for evaluation: no shuffling, no shift)."""
-    part = share(len(split), group)
-    return dataclasses.replace(split, images=split.images[part], labels=split.labels[part])
-
-
-def describe(group: Group | None, device) -> dict:
-    """The run-log fields that say how the run was spread: world_size, backend, devices (per rank)."""
-    if group is None:
-        return {"world_size": 1, "backend": None, "devices": [str(device)]}
-    return {"world_size": group.world_size, "backend": group.backend,
-            "devices": gather(str(group.device), group)}
-
-
-def from_main(fn, group: Group | None):
-    """``fn()`` run on rank 0 only (it reads or writes the run's files); its result, or the
-    exception it raised, on every rank, so all ranks go on, or stop, together."""
-    if group is None:
-        return fn()
-    outcome = None
-    if group.is_main:
-        try:
-            outcome = (True, fn())
-        except Exception as e:
-            outcome = (False, e)
-    ok, value = broadcast(outcome, group)
-    if not ok:
-        raise value
-    return value
-
-
-def local_first(fn, group: Group | None, needed: bool = True):
-    """``fn()`` on every rank, the first process of each machine before the others when
-    ``needed`` (a download then happens once per machine, not once per process at once)."""
-    wait = group is not None and needed
-    if wait and group.local_rank != 0:
-        _collective(dist.barrier)
-    result = fn()
-    if wait and group.local_rank == 0:
-        _collective(dist.barrier)
-    return result
