@@ -131,6 +131,10 @@ def _run_train(args) -> int:
     except Interrupted as e:
         print(f"\n{_interrupted(e)}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before the run began (loading the data): nothing was written
+        print("\ninterrupted before training started: nothing was written; run the same "
+              "command again to start", file=sys.stderr)
+        return 130
     record = result.record
     summary = {
         "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,

@@ -187,6 +187,16 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, dat
     assert "nothing to resume" in err and "--resume" not in err
 
 
+def test_ctrl_c_while_the_data_loads_is_a_clean_exit(tmp_path, data_dir, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("course_lib.train.load_data", interrupted)
+    assert _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir)) == 130
+    assert "interrupted before training started: nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / RUN_LOG).exists()
+
+
 def test_python_dash_m_course_lib_lists_its_commands_and_needs_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "course_lib", "--help"], cwd=tmp_path, env=env,
