@@ -267,3 +267,43 @@ def test_a_rank_that_stops_answering_is_named_instead_of_a_hang(tmp_path):
     assert rank0["message"].startswith("rank 0: lost contact with the other processes")
     assert "Rank(s) 1 stopped answering" in rank0["message"]
     assert f"at most 2 s ({distributed.TIMEOUT_ENV})" in rank0["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# The lesson's checks (course_lib.checks.distributed)
+# --------------------------------------------------------------------------------------------
+
+
+def _combine(grads, sizes, reduction):
+    total = sum(sizes)
+    return sum(grads) if reduction == "sum" else sum(n / total * g for g, n in zip(grads, sizes))
+
+
+@pytest.mark.parametrize("answer, passed, hint", [
+    (_combine, 6, ""),
+    (lambda grads, sizes, reduction: sum(grads) / len(grads), 1, "plain average"),  # DDP's default
+    (lambda grads, sizes, reduction: sum(grads), 3, "plain sum"),  # right for a sum loss only
+    (lambda grads, sizes, reduction: grads[0], 0, "not the whole batch's gradient"),
+    (lambda grads, sizes, reduction: grads[0].T, 0, "expected a tensor of shape (5, 3)"),
+])
+def test_check_combine_gradients_passes_the_answer_and_names_the_mistakes(answer, passed, hint):
+    from course_lib.checks import check_combine_gradients
+
+    report = check_combine_gradients(answer)
+    assert sum(line.passed for line in report.lines) == passed and len(report.lines) == 6
+    assert all(hint in line.detail for line in report.lines if not line.passed)
+
+
+@pytest.mark.parametrize("answer, failing, hint", [
+    (lambda n, world, rank: (n * rank // world, n * (rank + 1) // world), [], ""),
+    (lambda n, world, rank: (min(n, rank * -(-n // world)), min(n, (rank + 1) * -(-n // world))),
+     ["n=10, world_size=4"], "differ by at most one"),
+    (lambda n, world, rank: (rank * (n // world), (rank + 1) * (n // world)),
+     ["n=10, world_size=4", "n=3, world_size=4", "n=128, world_size=3"], "exactly once"),
+])
+def test_check_shard_bounds_passes_the_answer_and_names_the_mistakes(answer, failing, hint):
+    from course_lib.checks import check_shard_bounds
+
+    report = check_shard_bounds(answer)
+    assert report.failed_names() == failing
+    assert all(hint in line.detail for line in report.lines if not line.passed)
