@@ -7,13 +7,15 @@ written once as MNIST's IDX files), with the same global batch. The speed is the
 and evaluation excluded). Contenders are interleaved round by round, alternating who goes first;
 the best and the median round are reported.
 
-On a 2-core CPU two processes share the same two cores that one process uses (torchrun gives
-each one thread), so expect no speed-up there: the table shows what the all-reduce costs. On a
-machine with N GPUs, ``--device cuda --procs 1 N`` measures the scaling.
+Every contender gets the machine's cores, split between its processes (``OMP_NUM_THREADS``: all
+of them for one process, half each for two...), so on a 2-core CPU two processes share the same
+two cores that one process uses: expect no speed-up there, the table shows what the all-reduce
+and the smaller per-process batches cost. On a machine with N GPUs, ``--device cuda --procs 1 N``
+measures the scaling.
 
 Usage:
     python benchmarks/ddp_throughput.py [--device cpu|cuda] [--procs 1 2] [--batch-size 512]
-                                        [--epochs 3] [--rounds 3]
+                                        [--epochs 3] [--rounds 3] [--threads N]
 """
 
 import argparse
@@ -40,8 +42,13 @@ def command(procs: int, options: list) -> list:
     return [*launch, "-m", "course_lib", "train", *options]
 
 
-def samples_per_second(procs: int, options: list, out_dir: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def threads(procs: int, fixed: int | None) -> int:
+    """Each process's threads: ``fixed``, else its share of the cores."""
+    return fixed or max(1, (os.cpu_count() or 1) // max(procs, 1))
+
+
+def samples_per_second(procs: int, options: list, out_dir: Path, fixed: int | None) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads(procs, fixed))}
     done = subprocess.run(command(procs, [*options, "--out-dir", str(out_dir)]), env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
@@ -58,6 +65,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512, help="the global batch")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of every process (default: the cores, split between them)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,18 +78,20 @@ def main() -> None:
         for r in range(args.rounds):
             order = contenders if r % 2 == 0 else contenders[::-1]
             for procs in order:
-                speeds[procs].append(samples_per_second(procs, options, Path(tmp) / f"runs{r}-{procs}"))
+                out_dir = Path(tmp) / f"runs{r}-{procs}"
+                speeds[procs].append(samples_per_second(procs, options, out_dir, args.threads))
 
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPU cores, device "
           f"{args.device}, global batch {args.batch_size}, {args.epochs} epochs of mnist-5k's "
           f"training digits, {args.rounds} interleaved rounds")
-    print("| launch | processes | median samples/s | best samples/s | best / plain |")
-    print("|---|--:|--:|--:|--:|")
+    print("| launch | processes | threads each | median samples/s | best samples/s | best / plain |")
+    print("|---|--:|--:|--:|--:|--:|")
     best_plain = max(speeds[0])
     for procs in contenders:
         launch = "python -m course_lib train" if procs == 0 else f"torchrun --nproc_per_node={procs}"
-        print(f"| {launch} | {max(procs, 1)} | {statistics.median(speeds[procs]):,.0f} | "
-              f"{max(speeds[procs]):,.0f} | {max(speeds[procs]) / best_plain:.2f} |")
+        median, best = statistics.median(speeds[procs]), max(speeds[procs])
+        print(f"| {launch} | {max(procs, 1)} | {threads(procs, args.threads)} | {median:,.0f} | "
+              f"{best:,.0f} | {best / best_plain:.2f} |")
 
 
 if __name__ == "__main__":

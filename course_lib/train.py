@@ -457,8 +457,10 @@ class _Run:
         with tqdm(total=self.steps, desc=f"epoch {epoch}", unit="batch", leave=False,
                   disable=not progress) as bar:
             try:
-                train_loss, train_acc, samples = train_epoch(  # a hidden bar still sets
-                    self.hooks.wrap(self.model), batches, self.optimizer, self.scheduler, bar)  # the check steps
+                # The bar, shown or hidden, sets the steps at which the loss is checked: the same
+                # steps in every process when several train together.
+                train_loss, train_acc, samples = train_epoch(
+                    self.hooks.wrap(self.model), batches, self.optimizer, self.scheduler, bar)
             except TrainingDiverged as e:
                 raise TrainingDiverged(
                     f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
