@@ -289,7 +289,16 @@ def test_relu_gradient_is_exactly_zero_where_the_input_was_not_positive():
         assert torch.equal(g[f"z{k}"][~off], g[f"h{k}"][~off])
 
 
-def test_100_steps_by_hand_follow_autograd_and_sgd_to_1e_10():
+@pytest.fixture
+def one_thread():
+    """Small matrices: one thread does them fastest, and several fight on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_100_steps_by_hand_follow_autograd_and_sgd_to_1e_10(one_thread):
     torch.manual_seed(0)
     net = NeuralNet().double()
     mlp = ManualMLP.from_model(net)
