@@ -137,3 +137,9 @@ def test_mlp_gradients_is_autograd_on_the_course_model():
     expected = mlp_gradients(params, images, labels, reduction="sum")
     for name, p in params.items():
         torch.testing.assert_close(expected[name], p.grad)
+
+
+def test_cross_entropy_backward_without_smoothing_calls_fn_with_two_arguments():
+    report = checks.check_cross_entropy_backward(cross_entropy_backward, seed=3, smoothing=False)
+    assert report and len(report.lines) == 3 and "smoothing" not in str(report)
+    assert "NOT ATTEMPTED" in str(checks.check_cross_entropy_backward(stub, smoothing=False))

@@ -73,26 +73,30 @@ def _ce_hint(got, expected, smoothing) -> str:
     return ""
 
 
-def check_cross_entropy_backward(fn, seed: int = 0) -> Report:
+def check_cross_entropy_backward(fn, seed: int = 0, smoothing: bool = True) -> Report:
     """Check ``fn(logits, labels, smoothing) -> dL/dlogits`` for ``F.cross_entropy``'s mean loss.
 
     ``smoothing`` is ``label_smoothing``: the target puts ``1 - smoothing`` on the label and spreads
     ``smoothing`` evenly over all ``C`` classes. Cases include logits of +-1000 and a batch of one.
+    With ``smoothing=False`` the check calls ``fn(logits, labels)`` on the cases without smoothing.
     """
     report = Report(f"check_cross_entropy_backward({getattr(fn, '__name__', 'fn')})")
-    for case, logits, labels, smoothing in _ce_cases(seed):
+    for case, logits, labels, eps in _ce_cases(seed):
+        if eps and not smoothing:
+            continue
         name = f"dL/dlogits ({case})"
         leaf = logits.clone().requires_grad_()
-        F.cross_entropy(leaf, labels, label_smoothing=smoothing).backward()
+        F.cross_entropy(leaf, labels, label_smoothing=eps).backward()
         before = len(report.lines)
-        got = _call(report, name, fn, logits.clone(), labels.clone(), smoothing)
+        args = (logits.clone(), labels.clone()) + ((eps,) if smoothing else ())
+        got = _call(report, name, fn, *args)
         if got is NOT_ATTEMPTED:
             return report
         if len(report.lines) > before:  # it raised
             continue
         hint = ""
         if isinstance(got, torch.Tensor) and got.shape == leaf.grad.shape:
-            hint = _ce_hint(got.detach().double(), leaf.grad, smoothing)
+            hint = _ce_hint(got.detach().double(), leaf.grad, eps)
             if not torch.isfinite(got).all():
                 report.add(name, False, f"shape {tuple(got.shape)}, but it contains NaN or inf: {hint}")
                 continue
