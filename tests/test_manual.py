@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from course_lib import Linear_Layer, ManualLinear, NeuralNet
 from course_lib.functions import Sigmoid
 from course_lib.manual import ManualMLP, cross_entropy, cross_entropy_backward, train_step
+from conftest import DEVICES
 
 
 def three_layer_params(bias=True, dtype=torch.float64):
@@ -371,3 +372,17 @@ def test_manual_mlp_misuse_gets_a_clear_error(call, error, message):
     torch.manual_seed(0)
     with pytest.raises(error, match=message):
         call(ManualMLP())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_manual_mlp_on_each_device_matches_the_cpu(device):
+    torch.manual_seed(0)
+    cpu = ManualMLP(dtype=torch.float64)
+    torch.manual_seed(0)
+    mlp = ManualMLP(dtype=torch.float64, device=device)
+    images, labels = _batch()
+    for m, x, y in ((cpu, images, labels), (mlp, images.to(device), labels.to(device))):
+        train_step(m, x, y, 0.1)
+    for name, p in mlp.params.items():
+        assert p.device.type == device
+        torch.testing.assert_close(p.cpu(), cpu.params[name])
