@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .functions import (
-    ReLU, check_floating, check_linear_args, check_same, is_column_major, linear_backward, linear_forward,
+    check_floating, check_linear_args, check_same, is_column_major, linear_backward, linear_forward,
 )
 from .layers import Linear
 
@@ -196,7 +196,7 @@ class ManualMLP:
         if not all(isinstance(layer, Linear) and layer.bias is not None for layer in layers):
             raise TypeError(f"ManualMLP.from_model expects a course_lib NeuralNet, got {type(model).__name__}")
         act = getattr(model, "activation", None)
-        if not (isinstance(act, nn.ReLU) or getattr(act, "function", None) is ReLU):
+        if not isinstance(act, nn.ReLU):
             raise ValueError(f"ManualMLP implements ReLU only; this model's activation is {act!r}")
         self.params = {}
         for k, layer in enumerate(layers, start=1):

@@ -357,6 +357,12 @@ def test_from_model_copies_and_does_not_alias():
     assert not torch.equal(mlp.params["bias1"].float(), net.fc1.bias)
 
 
+def tanh_net():
+    net = NeuralNet()
+    net.activation = torch.nn.Tanh()
+    return net
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda m: m.forward(torch.randn(2, 783)), ValueError, r"ManualMLP.forward: input has 783 features"),
     (lambda m: m.forward(torch.randn(784)), ValueError, r"input must be a batch \(B, 784\) .* got shape \(784,\)"),
@@ -365,7 +371,7 @@ def test_from_model_copies_and_does_not_alias():
     (lambda m: (m.forward(torch.randn(2, 784)), m.backward(torch.ones(10, 2))), ValueError,
      r"grad_logits must have the logits' shape \(2, 10\), got \(10, 2\)"),
     (lambda m: m.step(float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
-    (lambda m: ManualMLP.from_model(NeuralNet(activation=torch.nn.Tanh)), ValueError, r"ReLU only; .*Tanh"),
+    (lambda m: ManualMLP.from_model(tanh_net()), ValueError, r"ReLU only; .*Tanh"),
     (lambda m: ManualMLP.from_model(torch.nn.Linear(784, 10)), TypeError, r"expects a course_lib NeuralNet, got Linear"),
 ])
 def test_manual_mlp_misuse_gets_a_clear_error(call, error, message):
