@@ -392,3 +392,13 @@ def test_manual_mlp_on_each_device_matches_the_cpu(device):
     for name, p in mlp.params.items():
         assert p.device.type == device
         torch.testing.assert_close(p.cpu(), cpu.params[name])
+
+
+def test_an_empty_batch_leaves_the_network_unchanged():
+    torch.manual_seed(0)
+    mlp = ManualMLP(dtype=torch.float64)
+    before = {n: p.clone() for n, p in mlp.params.items()}
+    loss = train_step(mlp, torch.zeros(0, 1, 28, 28, dtype=torch.float64), torch.zeros(0, dtype=torch.long), 0.1)
+    assert torch.isnan(loss)  # the mean of no losses, as F.cross_entropy gives
+    assert all(torch.equal(mlp.params[n], p) for n, p in before.items())
+    assert all(g is not None and not g.any() for g in mlp.grads.values())
