@@ -12,8 +12,8 @@ process (``cuda:LOCAL_RANK``). ``course_lib.train.fit`` then trains as one proce
   batch (``DataParallel.wrap``), so a step equals one process's step on the whole batch;
 - evaluation sharded over the ranks and combined from all-reduced sums
   (``DataParallel.evaluate``), never a mean of per-rank means;
-- a NaN on any rank stopping them all at the same step (``train_epoch`` checks the loss summed
-  over the ranks, ``sum_over_ranks``), and only rank 0 writing.
+- a NaN on any rank, or Ctrl-C, stopping them all at the same step (``train_epoch`` checks the
+  loss summed over the ranks, ``agree``), and only rank 0 writing.
 
 A collective that waits longer than ``$COURSE_DIST_TIMEOUT_S`` seconds (default 30) raises
 ``ProcessLost``, naming the ranks that stopped answering, instead of hanging.
@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import os
 import re
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,7 @@ class Group:
 
 _group: Group | None = None
 _monitor = None  # a gloo group used only to find out which ranks stopped answering
+_ctrl_c = {"pressed": False, "previous": None}  # see _note_ctrl_c
 
 
 def launched_by_torchrun(environ=os.environ) -> bool:
@@ -132,15 +134,26 @@ def start(device: str = "auto", backend: str = "auto") -> Group | None:
                             device_id=group.device if group.device.type == "cuda" else None)
     _monitor = dist.new_group(backend="gloo", timeout=timeout)
     _group = group
+    _ctrl_c.update(pressed=False, previous=signal.signal(signal.SIGINT, _note_ctrl_c))
     return group
 
 
 def stop() -> None:
     """Leave the process group (every rank, at the end of the run)."""
     global _group, _monitor
+    if _ctrl_c["previous"] is not None:
+        signal.signal(signal.SIGINT, _ctrl_c["previous"])
+        _ctrl_c["previous"] = None
     if dist.is_initialized():
         dist.destroy_process_group()
     _group = _monitor = None
+
+
+def _note_ctrl_c(signum, frame):
+    """Ctrl-C reaches every process at a different point of its step; a process that left at once
+    would leave the others waiting in an all-reduce. So it is only noted here, and ``agree``
+    stops every process at the same step."""
+    _ctrl_c["pressed"] = True
 
 
 def check_batch_size(batch_size: int, group: Group) -> None:
@@ -253,6 +266,17 @@ def local_first(fn, group: Group | None):
 # --------------------------------------------------------------------------------------------
 # Agreeing: sums over the ranks, and which rank stopped answering
 # --------------------------------------------------------------------------------------------
+
+
+def agree(loss_sum, correct, samples, group: Group) -> list:
+    """The training sums over every rank, so that every rank checks the same numbers at the same
+    step (a NaN anywhere stops all); raise ``KeyboardInterrupt`` on every rank once Ctrl-C
+    reached any of them."""
+    *sums, pressed = sum_over_ranks([loss_sum, correct, samples, _ctrl_c["pressed"]], group)
+    if pressed:
+        _ctrl_c["pressed"] = False
+        raise KeyboardInterrupt
+    return sums
 
 
 def sum_over_ranks(values, group: Group) -> list:

@@ -176,10 +176,11 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
 def _report(loss_sum, correct, samples, progress, advance):
     """Stop on a NaN/infinite loss; show the running loss and accuracy (this waits for the device).
     Return the sums, over every process when several train together (``course_lib.distributed``):
-    then every process checks the same numbers at the same step, and all stop together."""
+    then every process checks the same numbers at the same step, and all stop together (on a NaN
+    anywhere, or on Ctrl-C)."""
     group = distributed.current()
     if group is not None:
-        loss_sum, correct, samples = distributed.sum_over_ranks([loss_sum, correct, samples], group)
+        loss_sum, correct, samples = distributed.agree(loss_sum, correct, samples, group)
     loss = float(loss_sum) / samples
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the training loss became {loss}")
