@@ -24,6 +24,7 @@ suppress_warnings = ["myst.header"]  # a lesson's "###" under "#" is how noteboo
 
 # --- Markdown and notebooks ------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath"]  # $...$, $$...$$ and \begin{align} as math
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph or list item, as Jupyter shows it
 myst_heading_anchors = 3
 # build.py says whether the lessons run now, in full mode ("force"), or keep their committed
 # fast-mode outputs ("off", the quick preview).
@@ -54,6 +55,7 @@ html_theme_options = {
     "home_page_in_toc": True,
     "navigation_with_keys": False,
 }
+html_context = {"default_mode": "auto"}  # light or dark as the reader's system prefers
 mathjax_path = "mathjax/tex-chtml-full.js"  # in _static/ (its fonts beside it): not a CDN
 
 
@@ -107,5 +109,19 @@ def link_lesson_pages(app, doctree):
         section.insert(section.index(title) + 1, note)
 
 
+# HiPlot's inline view is a whole HTML document with a favicon link, static/icon.png, that only
+# HiPlot's own server has; on these pages it would be a broken link.
+HIPLOT_FAVICON = '<link rel="icon" href="static/icon.png" />'
+
+
+def drop_hiplot_favicon(app, exception):
+    if exception is None:
+        for page in Path(app.outdir).glob("notebooks/*.html"):
+            text = page.read_text(encoding="utf-8")
+            if HIPLOT_FAVICON in text:
+                page.write_text(text.replace(HIPLOT_FAVICON, ""), encoding="utf-8")
+
+
 def setup(app):
     app.connect("doctree-read", link_lesson_pages)
+    app.connect("build-finished", drop_hiplot_favicon)

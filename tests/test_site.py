@@ -152,8 +152,10 @@ def parsed(path: Path) -> Page:
 
 
 def site_pages() -> list:
-    """Every Sphinx page of the built site (lesson-written HiPlot pages are tested apart)."""
-    return sorted(p for p in SITE_OUT.rglob("*.html") if site_conf.PAGES_DIR not in p.parts)
+    """Every page of the built site: not the themes' template fragments in _static/, and not the
+    lessons' own HiPlot pages (tested apart)."""
+    return sorted(p for p in SITE_OUT.rglob("*.html")
+                  if not {"_static", site_conf.PAGES_DIR} & set(p.relative_to(SITE_OUT).parts))
 
 
 def lesson_links(index: Page) -> list:
