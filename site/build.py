@@ -1,7 +1,7 @@
 """Build the course website into build/site/ (what ``make site`` runs).
 
     python site/build.py              # run every lesson in full mode, then write the site
-    python site/build.py --preview    # no lesson is run: pages show the committed (fast-mode) outputs
+    python site/build.py --preview    # no lesson is run: the committed (fast-mode) outputs
 
 Then read it with ``python -m http.server -d build/site`` and http://localhost:8000 (or open
 build/site/index.html directly: every page works from the file system too).
@@ -94,7 +94,12 @@ def kernel_environment(preview: bool) -> None:
         os.environ[name] = CLOSED_PROXY
     for name in ("no_proxy", "NO_PROXY"):
         os.environ.pop(name, None)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # The lessons' "python3" kernel is this environment's (ipykernel's, run by this Python), not a
+    # kernel of the same name the user registered for another Python: JUPYTER_PATH comes first.
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        filter(None, [str(Path(sys.prefix) / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
 
 
 def build(out: Path, preview: bool) -> int:

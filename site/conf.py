@@ -30,7 +30,7 @@ myst_heading_anchors = 3
 # fast-mode outputs ("off", the quick preview).
 nb_execution_mode = os.environ.get("COURSE_SITE_EXECUTE", "off")
 nb_execution_timeout = 1800  # one cell; the longest (lesson 06's sweep) takes a few minutes
-nb_execution_raise_on_error = True  # a lesson that fails must fail the build, not publish a traceback
+nb_execution_raise_on_error = True  # a failing lesson fails the build (no published traceback)
 nb_execution_show_tb = True
 nb_merge_streams = True
 nb_ipywidgets_js = {}  # the default loads require.js and the widget manager from a CDN
@@ -68,7 +68,7 @@ PAGES_DIR = "_pages"  # build/site/_pages/<lesson>/<file>.html
 
 
 def lesson_pages(doctree, notebook_dir: Path) -> list:
-    """Existing HTML files named in ``doctree``'s printed outputs, relative to the lesson's folder."""
+    """Existing HTML files named in ``doctree``'s printed outputs (relative to the lesson)."""
     found = []
     for block in doctree.findall(nodes.literal_block):
         if "output" not in block.get("classes", []):

@@ -39,13 +39,15 @@ def test_mps_asked_for_by_name_works_where_it_exists(available):
 
 def test_mps_asked_for_where_there_is_none_says_what_to_use(available):
     available(cuda=True, mps=False)
-    with pytest.raises(ValueError, match=r"'mps' was asked for.*is_available\(\) is False.*'cpu' or 'auto'"):
+    expected = r"'mps' was asked for.*is_available\(\) is False.*'cpu' or 'auto'"
+    with pytest.raises(ValueError, match=expected):
         resolve_device("mps")
 
 
 def test_an_unknown_device_lists_the_choices(available):
     available(cuda=False, mps=False)
-    with pytest.raises(ValueError, match="unknown device 'metal': use auto, cpu, cuda, cuda:N or mps"):
+    expected = "unknown device 'metal': use auto, cpu, cuda, cuda:N or mps"
+    with pytest.raises(ValueError, match=expected):
         resolve_device("metal")
 
 

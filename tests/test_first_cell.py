@@ -1,4 +1,4 @@
-"""Every lesson's first code cell: the install guard and the device (tools/first_cell.py adds it)."""
+"""Every lesson's first code cell: the install guard and the device (tools/first_cell.py)."""
 
 import contextlib
 import io
@@ -102,7 +102,8 @@ def test_guard_is_added_once_however_often_the_tool_runs(tmp_path):
 
 
 def test_an_older_guard_is_replaced_and_the_lessons_own_code_kept():
-    old = ('try:\n    import course_lib\nexcept ModuleNotFoundError:\n    raise SystemExit("install it")\n'
+    old = ('try:\n    import course_lib\nexcept ModuleNotFoundError:\n'
+           '    raise SystemExit("install it")\n'
            'import torch\nDEVICE = torch.device("cpu")\nprint(f"device: {DEVICE}")\nimport math\n')
     nb = notebook(nbformat.v4.new_code_cell(old))
     assert first_cell.add_guard(nb)

@@ -98,7 +98,8 @@ def test_every_plain_command_answers_help():
 def test_the_table_parser_reads_rows_and_commands():
     readme = ("intro\n## Without make\n\n| make | plain |\n|---|---|\n"
               "| `make train` | `python -m course_lib train` |\n"
-              "| `make bench` | `python a.py` then `X=1 python b.py` |\n| `make clean` | delete build/ |\n"
+              "| `make bench` | `python a.py` then `X=1 python b.py` |\n"
+              "| `make clean` | delete build/ |\n"
               "\n## Next\n| `make other` | `python c.py` |\n")
     assert plain_commands(readme) == {"train": ["python -m course_lib train"],
                                       "bench": ["python a.py", "X=1 python b.py"], "clean": []}

@@ -59,7 +59,7 @@ def test_mathjax_and_its_fonts_are_bundled_not_fetched():
 
 
 def test_no_setting_points_outside_the_site():
-    settings = {name: getattr(site_conf, name) for name in dir(site_conf) if not name.startswith("_")}
+    settings = {n: getattr(site_conf, n) for n in dir(site_conf) if not n.startswith("_")}
     urls = [f"{name} = {value!r}" for name, value in settings.items()
             if re.search(r"https?://", repr(value))]
     assert urls == []
@@ -83,6 +83,8 @@ def test_the_kernels_run_in_full_mode_offline_on_an_empty_data_folder(monkeypatc
     assert os.environ["COURSE_DATA_DIR"] == str(tmp_path / "site-data")
     assert list((tmp_path / "site-data").iterdir()) == []
     assert os.environ["https_proxy"] == os.environ["HTTP_PROXY"] == "http://127.0.0.1:9"
+    first = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0])
+    assert first == Path(sys.prefix) / "share" / "jupyter"  # this Python's kernel, not a namesake
 
 
 def test_pages_a_lesson_prints_are_found(tmp_path):
@@ -95,7 +97,8 @@ def test_pages_a_lesson_prints_are_found(tmp_path):
     doctree += nodes.literal_block("", "one line per run:     ../runs/runs.html\n"
                                    "gone: ../runs/missing.html", classes=["output", "stream"])
     doctree += nodes.literal_block("", "../runs/runs.html (in code, not printed)", classes=[])
-    assert site_conf.lesson_pages(doctree, tmp_path / "notebooks") == [tmp_path / "runs" / "runs.html"]
+    found = site_conf.lesson_pages(doctree, tmp_path / "notebooks")
+    assert found == [tmp_path / "runs" / "runs.html"]
 
 
 def public_modules() -> list:
@@ -206,7 +209,8 @@ def test_every_internal_link_and_file_resolves():
                 target = target / "index.html"
             if not target.is_file() or SITE_OUT.resolve() not in target.parents:
                 broken.append(f"{path.relative_to(SITE_OUT)}: {href} (no such file)")
-            elif url.fragment and target.suffix == ".html" and url.fragment not in parsed(target).ids:
+            elif (url.fragment and target.suffix == ".html"
+                  and url.fragment not in parsed(target).ids):
                 broken.append(f"{path.relative_to(SITE_OUT)}: {href} (no such anchor)")
     assert not broken, "\n".join(broken)
 
