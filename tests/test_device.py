@@ -3,12 +3,10 @@
 MPS is simulated here (torch.backends.mps.is_available patched): these tests have not run on a Mac.
 """
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from course_lib import cli
 from course_lib.train import resolve_device
 
 
@@ -51,7 +49,7 @@ def test_an_unknown_device_lists_the_choices(available):
         resolve_device("metal")
 
 
-def test_the_cli_documents_the_order():
-    result = subprocess.run([sys.executable, "-m", "course_lib", "train", "--help"],
-                            capture_output=True, text=True, check=True)
-    assert "auto (CUDA, then Apple's MPS, then the CPU)" in " ".join(result.stdout.split())
+def test_the_cli_documents_the_order(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "auto (CUDA, then Apple's MPS, then the CPU)" in " ".join(capsys.readouterr().out.split())
