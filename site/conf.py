@@ -45,6 +45,7 @@ napoleon_google_docstring = True
 html_theme = "sphinx_book_theme"
 html_title = "Linear Layer from Scratch"
 html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # else every browser asks the server for /favicon.ico
 html_copy_source = False  # no _sources/ copies of every page
 html_show_sourcelink = False
 html_last_updated_fmt = None

@@ -267,7 +267,8 @@ def open_page(browser, base, url, script=None):
     page.route(lambda u: not (u.startswith(base) or u.startswith(("data:", "blob:"))), outside)
     if script:
         page.add_init_script(script)
-    page.goto(url, wait_until="load")
+    page.set_default_timeout(120_000)  # a 3 MB lesson page on a busy 2-core machine
+    page.goto(url, wait_until="load")  # "load" waits for every image and script
     return page, seen
 
 
@@ -300,7 +301,6 @@ def test_every_page_loads_offline_with_its_math_typeset_and_its_images(browser, 
         name = path.relative_to(SITE_OUT).as_posix()
         page, seen = open_page(browser, server, server + name)
         try:
-            page.wait_for_load_state("networkidle")
             math = page.evaluate(MATH_STATE)
             prose = page.evaluate(VISIBLE_PROSE)
             broken = page.evaluate(BROKEN_IMAGES)
