@@ -82,7 +82,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: nn.Linear's uniform initialisation; randn: every parameter from N(0, 1), "
              "the source lesson's mistake (training stalls)")
     add("--seed", type=int, default=d.seed, help="seeds the weights and the batch order")
-    add("--device", default=d.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add("--device", default=d.device,
+        help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps")
     add("--max-batches", type=int, default=d.max_batches,
         help="fast mode: at most this many batches per epoch (None: all)")
     add("--data-dir", default=d.data_dir,
@@ -135,6 +136,8 @@ def _run_train(args) -> int:
 
 
 def _fit_and_report(args, group) -> int:
+    import dataclasses
+
     from . import distributed
     from .datasets import DatasetUnavailable, load_raw
     from .idx import DataError
@@ -146,11 +149,12 @@ def _fit_and_report(args, group) -> int:
         config = config_from_args(args)
         if args.summary_json and main_rank:  # found out now, not after the training it would summarise
             writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
-        if group is not None:
-            if args.resume is None:
-                distributed.check_batch_size(config.batch_size, group)
-                if config.dataset != "mnist-5k":  # a download: once per machine, not at once
-                    distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
+        if group is not None and args.resume is None:
+            distributed.check_batch_size(config.batch_size, group)
+            # the device the processes agreed on (auto could mean MPS, which DDP cannot use)
+            config = dataclasses.replace(config, device=group.device.type)
+            if config.dataset != "mnist-5k":  # a download: once per machine, not at once
+                distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
         result = fit(config, resume=args.resume, progress=main_rank and not args.quiet,
                      hooks=parallel_hooks(group) if group else None)
     except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable,
