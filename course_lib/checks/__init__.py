@@ -20,17 +20,17 @@ from .assignments import (
     check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
 )
 from .core import (
-    TOLERANCE, Line, Report, check_accuracy, check_function, check_linear_backward,
-    check_linear_forward, check_sgd_step, compare,
+    TOLERANCE, FakeCtx, Line, Report, check_accuracy, check_function, check_gradcheck,
+    check_linear_backward, check_linear_forward, check_linear_needs_grad, check_sgd_step, compare,
 )
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
 )
 
 __all__ = [
-    "TOLERANCE", "Line", "Report", "compare",
-    "check_accuracy", "check_function", "check_linear_backward", "check_linear_forward",
-    "check_sgd_step",
+    "TOLERANCE", "FakeCtx", "Line", "Report", "compare",
+    "check_accuracy", "check_function", "check_gradcheck", "check_linear_backward",
+    "check_linear_forward", "check_linear_needs_grad", "check_sgd_step",
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
