@@ -347,7 +347,7 @@ def record(course: Path, db_url: str, row: Row, job: Job, outcome: Outcome) -> N
         row.status = "not graded"
     row.flags = "; ".join(filter(None, [row.flags] + outcome.flags))
     row.seconds += round(outcome.seconds, 1)
-    row.details = "; ".join(filter(None, [row.details] + [
+    row.details = "; ".join(filter(None, [row.details] + outcome.notes + [
         f"{gid} (0/{job.cells[gid]['points']:g}): {first_failure(outcome.failures.get(gid, ''))}" for gid in failed]))
 
 

@@ -30,8 +30,9 @@ from sandbox import Budget, Limits, Sandbox, StudentProcessEnded, read_output
 SUSPICIOUS = {
     "get_ipython": r"\bget_ipython\b", "input_transformers": r"input_transformers",
     "showtraceback": r"showtraceback", "events.register": r"events\s*\.\s*register",
-    "assigns to torch.*": r"(?<![\w.])torch(\.\w+)+\s*=(?!=)|setattr\(\s*torch\b",
-    "assigns to course_lib.*": r"(?<![\w.])course_lib(\.\w+)+\s*=(?!=)|setattr\(\s*course_lib\b",
+    "assigns to torch.*": r"(?<![\w.])(torch|nn|F)(\.\w+)+\s*=(?!=)|setattr\(\s*(torch|nn|F)\b",
+    "assigns to course_lib.*": r"(?<![\w.])(course_lib|checks|Report)(\.\w+)+\s*=(?!=)"
+                               r"|setattr\(\s*(course_lib|checks|Report)\b",
     "exec/eval": r"(?<![\w.])(exec|eval|compile)\s*\(", "open(": r"(?<![\w.])open\s*\(|\.read_(text|bytes)\s*\(",
     "gradebook": r"gradebook", "source/": r"source/|\.\./", "imports importlib/ctypes/subprocess":
         r"\bimport\s+(importlib|ctypes|subprocess|socket)|__import__", "sys.modules": r"sys\s*\.\s*modules",
@@ -63,6 +64,7 @@ class Outcome:
     problems: list = field(default_factory=list)
     flags: list = field(default_factory=list)
     restored: list = field(default_factory=list)  # test cells the student deleted
+    notes: list = field(default_factory=list)  # answer cells that raised, for the details column
     feedback: dict = None  # the graded notebook, for autograded/
     seconds: float = 0.0
 
@@ -80,9 +82,12 @@ class StudentCode:
         self.job, self.program, self.deadline = job, program, deadline
         self.sandbox = Sandbox(workdir, job.limits, job.sandboxed, job.repo)
         self.skipped = {}  # cell index -> why it was left out
+        self.cut = {}  # cell index -> why it stopped early (what it defined before still counts)
         self.results = {}  # cell index -> {"error": dict | None, "output": str}
         self.names = {}
-        self.budget = None
+        self.budget = None  # of the test running now
+        self.test = None  # its grade_id
+        self.stopped = []  # tests during which the student's process was stopped, and why
 
     def ensure_running(self) -> None:
         while not self.sandbox.running:
@@ -110,8 +115,8 @@ class StudentCode:
     def _cell_done(self, index: int, error) -> None:
         output = self._output(index)
         if error and error.get("ename") == "OSError" and "File too large" in error.get("evalue", ""):
-            self.skipped.setdefault(index, f"cell {index} printed more than "
-                                    f"{self.job.limits.output_bytes / 1e6:g} MB (the limit per cell)")
+            self.cut[index] = (f"cell {index} printed more than {self.job.limits.output_bytes / 1e6:g} MB "
+                               "(the limit per cell) and was stopped there")
         self.results[index] = {"error": error, "output": output}
 
     def _output(self, index: int) -> str:
@@ -124,6 +129,7 @@ class StudentCode:
         try:
             reply = self.sandbox.request(message, self.budget, doing)
         except StudentProcessEnded as e:
+            self.stopped.append(f"{self.test}: {e}")
             raise RuntimeError(str(e)) from None
         if reply.get("event") == "raised":
             raise rebuilt_error(reply)
@@ -159,18 +165,19 @@ def grade_notebook(job: Job) -> Outcome:
                 code.ensure_running()
             except StudentProcessEnded as e:
                 outcome.problems.append(str(e))
-            outcome.problems += [code.skipped[i] for i in sorted(code.skipped)]
+            outcome.problems += [{**code.cut, **code.skipped}[i] for i in sorted({**code.cut, **code.skipped})]
             namespace = trusted_namespace(job, code)
             tests = {gid: run_test(gid, cell, namespace, code) for gid, cell in job.cells.items()
                      if cell["kind"] == "test"}
         finally:
             code.sandbox.stop()
+    outcome.problems += code.stopped
+    outcome.notes = [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'])}"
+                     for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
     for gid, (outputs, error) in tests.items():
         outcome.scores[gid] = 0.0 if error else job.cells[gid]["points"]
         if error:
             outcome.failures[gid] = error
-            if error.startswith(("RuntimeError: cell", "RuntimeError: ")) and "ran past" in error:
-                outcome.problems.append(f"{gid}: {error.split(': ', 1)[1]}")
     outcome.feedback = feedback_notebook(job, nb, graded_copy, code, tests, outcome)
     outcome.seconds = time.monotonic() - start
     return outcome
@@ -215,7 +222,7 @@ def trusted_namespace(job: Job, code: StudentCode) -> dict:
 
 def run_test(gid: str, cell: dict, namespace: dict, code: StudentCode):
     """Run one test cell here: ``(notebook outputs, error text or "")``."""
-    code.budget = Budget.for_cell(code.job.limits, code.deadline)
+    code.budget, code.test = Budget.for_cell(code.job.limits, code.deadline), gid
     printed = io.StringIO()
     error = ""
     outputs = []
@@ -270,6 +277,10 @@ def answer_outputs(index: int, code: StudentCode) -> list:
         outputs.append(nbformat.v4.new_output("error", ename=error["ename"], evalue=error["evalue"],
                                               traceback=error["traceback"].splitlines()[-20:]))
     return outputs
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")[:300]
 
 
 def stream(text: str, name: str = "stdout"):

@@ -10,8 +10,9 @@ what a graded test cell wants.
     >>> report = check_linear_backward(my_backward)   # or backward(grad_out, x, w, b) -> 3 grads
     >>> print(report)
 
-The checks live in three modules, all importable from here:
+The checks live in these modules, all importable from here:
     core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
+    autograd     FakeCtx: a Function's forward and backward run by hand, errors in course terms
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
 """
@@ -19,8 +20,9 @@ The checks live in three modules, all importable from here:
 from .assignments import (
     check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
 )
+from .autograd import FakeCtx
 from .core import (
-    TOLERANCE, FakeCtx, Line, Report, check_accuracy, check_function, check_gradcheck,
+    TOLERANCE, Line, Report, check_accuracy, check_function, check_gradcheck,
     check_linear_backward, check_linear_forward, check_linear_needs_grad, check_sgd_step, compare,
 )
 from .lessons import (

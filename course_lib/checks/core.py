@@ -1,10 +1,11 @@
 """The report every check returns, and the checks of the Linear layer, the gallery and SGD."""
 
-import re
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from .autograd import _is_function_class, _shape_hint, explain, run_backward, run_forward
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-8}  # the checks run in float64
 
@@ -65,8 +66,9 @@ def compare(name: str, got, expected: torch.Tensor, report: Report, hint: str = 
         return False
     if tuple(got.shape) != shape:
         detail = f"shape {tuple(got.shape)}, expected {shape}"
-        if tuple(got.shape) == shape[::-1] and len(shape) == 2:
-            detail += " (transposed?)"
+        hint_text = _shape_hint(tuple(got.shape), shape)
+        if hint_text:
+            detail += f" ({hint_text[2:]})"
         report.add(name, False, f"{detail}. {hint}".strip())
         return False
     got64, exp64 = got.detach().to(torch.float64), expected.detach().to(torch.float64)
@@ -96,96 +98,6 @@ def _linear_cases(seed: int):
         ("batch of 1", r(1, 6), r(6, 2), r(2)),
         ("no bias", r(3, 4), r(4, 5), None),
     ]
-
-
-def _is_function_class(fn) -> bool:
-    return isinstance(fn, type) and issubclass(fn, torch.autograd.Function)
-
-
-class FakeCtx:
-    """Autograd's ``ctx`` for a check that calls a Function's forward and backward itself.
-
-    Autograd silently sums a gradient to its input's shape (a missing batch sum goes unseen) and
-    hands backward an empty ``saved_tensors`` when forward saved nothing; through this stand-in a
-    check sees the raw gradients backward returns, and says what was not saved.
-    """
-
-    def __init__(self, needs_input_grad):
-        self.needs_input_grad = tuple(bool(n) for n in needs_input_grad)
-        self._saved = None
-
-    def save_for_backward(self, *tensors):
-        self._saved = tensors
-
-    @property
-    def saved_tensors(self):
-        if self._saved is None:
-            raise RuntimeError("ctx.saved_tensors is empty: did forward call ctx.save_for_backward(...)?")
-        return self._saved
-
-    def mark_non_differentiable(self, *tensors):
-        pass
-
-    def mark_dirty(self, *tensors):
-        pass
-
-    def set_materialize_grads(self, value):
-        pass
-
-
-def run_forward(fn, inputs, needs_input_grad) -> tuple:
-    """``(ctx, output)`` of a Function class's forward on ``inputs`` through a ``FakeCtx``
-    (either style: ``forward(ctx, *inputs)``, or ``forward(*inputs)`` with ``setup_context``)."""
-    ctx = FakeCtx(needs_input_grad)
-    with torch.no_grad():  # as inside apply
-        if fn.setup_context is not torch.autograd.Function.setup_context:
-            output = fn.forward(*inputs)
-            fn.setup_context(ctx, tuple(inputs), output)
-        else:
-            output = fn.forward(ctx, *inputs)
-    return ctx, output
-
-
-def run_backward(fn, ctx, grad_output, n_inputs: int) -> tuple:
-    """The gradients ``fn.backward`` returns, one per input, as returned (no reduction)."""
-    with torch.no_grad():
-        grads = fn.backward(ctx, grad_output)
-    grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
-    if len(grads) < n_inputs or any(g is not None for g in grads[n_inputs:]):
-        raise ValueError(f"backward returned {len(grads)} gradients for {n_inputs} inputs: return one "
-                         f"per argument given to apply (apply was called with {n_inputs}), None for "
-                         "an input that needs no gradient")
-    return grads[:n_inputs]
-
-
-def explain(error: Exception, names=()) -> str:
-    """An exception from a student's Function, in course terms: ``raised <type>: <message>``.
-
-    Autograd's "invalid gradient at index 1 - got [3, 5] but expected shape compatible with
-    [5, 3]" names the gradient instead, with a guess at the cause.
-    """
-    text = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
-    shape = re.search(r"invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape "
-                      r"compatible with \[([\d, ]*)\]", text)
-    if shape:
-        index = int(shape.group(1))
-        got, expected = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.groups()[1:])
-        name = names[index] if index < len(names) else f"the gradient of input {index}"
-        return f"{name} has shape {got}, expected {expected}{_shape_hint(got, expected)}"
-    if re.search(r"not enough values to unpack \(expected \d+, got 0\)", text):
-        text += " (ctx.saved_tensors is empty: did forward call ctx.save_for_backward?)"
-    elif isinstance(error, IndexError) and "tuple index out of range" in text:
-        text += (" (ctx.needs_input_grad has one flag per argument given to apply: "
-                 "apply(x, w) gives two)")
-    return f"raised {type(error).__name__}: {text}"
-
-
-def _shape_hint(got: tuple, expected: tuple) -> str:
-    if len(expected) == 2 and got == expected[::-1]:
-        return ": transposed?"
-    if len(got) > len(expected) and got[len(got) - len(expected):] == expected:
-        return ": sum over the batch?"
-    return ""
 
 
 def check_linear_forward(fn, seed: int = 0) -> Report:
