@@ -435,9 +435,7 @@ def test_each_crash_costs_only_its_own_cell(crashed, student):
 def test_the_students_code_cannot_reach_the_instructors_files(crashed):
     course, rows, _ = crashed
     assert (course / "canary.txt").is_file() and (course / "gradebook.db").is_file()
-    feedback = notebook(course, "autograded/deletes_files", A2)
-    printed = cells_by_id(feedback)["sgd_step"].outputs[0].text
-    assert f"could not delete {course / 'canary.txt'}" not in printed or "FileNotFoundError" in printed
+    assert (course / "source").is_dir() and (course / "submitted" / "exits").is_dir()
     floods = cells_by_id(notebook(course, "autograded/floods", A2))["sgd_step"].outputs
     assert "more bytes of output not shown" in floods[0].text and len(floods[0].text) < 20_000
 
@@ -495,3 +493,26 @@ def test_unknown_assignment_name_is_refused(tmp_path):
     result = run_tool(course, "release", "01_linear")
     assert result.returncode == 2
     assert "no assignment named 01_linear" in result.stderr and ASSIGNMENTS[0] in result.stderr
+
+
+def test_suspicious_code_is_flagged_and_honest_code_is_not():
+    grading = sys.modules["grading"]  # tools/grading.py, imported by the tool
+    honest = ("model.eval()\nwith torch.no_grad():\n    loss = F.cross_entropy(model(x), y)\n"
+              "grad_bias = grad_output.sum(0) if ctx.needs_input_grad[2] else None\nif x == torch.ones(1): pass\n")
+    assert grading.suspicious(3, honest) == []
+    cases = {"torch.autograd.gradcheck = lambda *a, **k: True": "assigns to torch.*",
+             "setattr(torch, 'allclose', ok)": "assigns to torch.*",
+             "Report.raise_if_failed = lambda self: self": "assigns to course_lib.*",
+             "exec(code)": "exec/eval", "open('../../../source/x.ipynb')": "open(",
+             "get_ipython().events.register('post_run_cell', f)": "events.register",
+             "import sqlite3; sqlite3.connect('gradebook.db')": "gradebook", "import os; os._exit(1)": "os._exit"}
+    for code, flag in cases.items():
+        assert flag in grading.suspicious(7, code)[0] and grading.suspicious(7, code)[0].startswith("cell 7: "), code
+
+
+def test_errors_come_back_as_the_same_builtin_type():
+    grading = sys.modules["grading"]
+    assert type(grading.rebuilt_error({"ename": "IndexError", "evalue": "tuple index out of range"})) is IndexError
+    error = grading.rebuilt_error({"ename": "MyError", "evalue": "boom"})
+    assert type(error) is RuntimeError and str(error) == "MyError: boom"
+    assert type(grading.rebuilt_error({"ename": "SystemExit", "evalue": "1"})) is RuntimeError  # not raised as such

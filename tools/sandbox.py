@@ -31,6 +31,7 @@ import torch
 
 HARNESS = Path(__file__).resolve().with_name("grader_harness.py")
 HOME = "/home/student"  # where the student's folder appears inside the sandbox
+MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,12 @@ class Sandbox:
         """The next frame from the student's process; ``StudentProcessEnded`` past the budget."""
         try:
             size = struct.unpack(">Q", self._read(8, budget, doing))[0]
-            return torch.load(io.BytesIO(self._read(size, budget, doing)), weights_only=True)
+            if size > MAX_FRAME:
+                raise ValueError(f"a frame of {size} bytes")
+            message = torch.load(io.BytesIO(self._read(size, budget, doing)), weights_only=True)
+            if not isinstance(message, dict):
+                raise TypeError(type(message).__name__)
+            return message
         except StudentProcessEnded:
             raise
         except Exception as e:  # anything unreadable: the student's code wrote on our pipe
