@@ -65,6 +65,7 @@ class Outcome:
     flags: list = field(default_factory=list)
     restored: list = field(default_factory=list)  # test cells the student deleted
     notes: list = field(default_factory=list)  # answer cells that raised, for the details column
+    graded_copy: dict = field(default_factory=dict)  # {grade_id: the index of the cell graded}
     feedback: dict = None  # the graded notebook, for autograded/
     seconds: float = 0.0
 
@@ -96,11 +97,12 @@ class StudentCode:
             current = None
             try:
                 while True:
-                    message = self.sandbox.next_message(Budget.for_cell(self.job.limits, self.deadline),
-                                                        f"cell {current}" if current else "starting Python")
-                    if message.get("event") == "start":
+                    doing = ("starting Python" if current is None else f"cell {current}" if current > 0
+                             else "the assignment's setup cell")
+                    message = self.sandbox.next_message(Budget.for_cell(self.job.limits, self.deadline), doing)
+                    if message.get("event") == "start" and isinstance(message.get("cell"), int):
                         current = message["cell"]
-                    elif message.get("event") == "end":
+                    elif message.get("event") == "end" and isinstance(message.get("cell"), int):
                         self._cell_done(message["cell"], message.get("error"))
                         current = None
                     elif message.get("event") == "ready":
@@ -114,6 +116,8 @@ class StudentCode:
 
     def _cell_done(self, index: int, error) -> None:
         output = self._output(index)
+        if not isinstance(error, (dict, type(None))) or (error and not {"ename", "evalue", "traceback"} <= set(error)):
+            error = {"ename": "Error", "evalue": "the cell failed", "traceback": ""}
         if error and error.get("ename") == "OSError" and "File too large" in error.get("evalue", ""):
             self.cut[index] = (f"cell {index} printed more than {self.job.limits.output_bytes / 1e6:g} MB "
                                "(the limit per cell) and was stopped there")
@@ -154,7 +158,7 @@ def grade_notebook(job: Job) -> Outcome:
     start = time.monotonic()
     outcome = Outcome()
     nb = nbformat.read(job.path, as_version=4)
-    program, graded_copy = pick_cells(job, nb, outcome)
+    program = pick_cells(job, nb, outcome)
     for index, kind, source, _ in program:
         if kind == "answer":
             outcome.flags += suspicious(index, source)
@@ -178,16 +182,14 @@ def grade_notebook(job: Job) -> Outcome:
         outcome.scores[gid] = 0.0 if error else job.cells[gid]["points"]
         if error:
             outcome.failures[gid] = error
-    outcome.feedback = feedback_notebook(job, nb, graded_copy, code, tests, outcome)
+    outcome.feedback = feedback_notebook(job, nb, code, tests, outcome)
     outcome.seconds = time.monotonic() - start
     return outcome
 
 
-def pick_cells(job: Job, nb, outcome: Outcome):
-    """The program (setup cells, then answer cells) and ``{grade_id: index of the graded copy}``.
-
-    A grade_id the student duplicated is graded in its last copy; the status says so.
-    """
+def pick_cells(job: Job, nb, outcome: Outcome) -> list:
+    """The program (setup cells, then answer cells); ``outcome.graded_copy`` gets the index of the
+    cell graded for each grade_id: a grade_id the student duplicated is graded in its last copy."""
     seen = {}
     for index, cell in enumerate(nb.cells, start=1):
         gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
@@ -197,13 +199,13 @@ def pick_cells(job: Job, nb, outcome: Outcome):
         if len(indices) > 1:
             outcome.problems.append(f"cells {', '.join(map(str, indices))} share grade_id {gid}: "
                                     f"graded cell {indices[-1]}")
-    graded_copy = {gid: indices[-1] for gid, indices in seen.items()}
+    graded_copy = outcome.graded_copy = {gid: indices[-1] for gid, indices in seen.items()}
     setup = [(0, "setup", c["source"], gid) for gid, c in job.cells.items() if c["kind"] == "setup"]
     answers = sorted((graded_copy[gid], "answer", nb.cells[graded_copy[gid] - 1].source, gid)
                      for gid, c in job.cells.items() if c["kind"] == "answer" and gid in graded_copy)
     setup = [(-(len(setup) - i), kind, src, gid) for i, (_, kind, src, gid) in enumerate(setup)]
     outcome.restored = [gid for gid, c in job.cells.items() if c["kind"] == "test" and gid not in seen]
-    return setup + answers, graded_copy
+    return setup + answers
 
 
 def trusted_namespace(job: Job, code: StudentCode) -> dict:
@@ -239,10 +241,10 @@ def run_test(gid: str, cell: dict, namespace: dict, code: StudentCode):
     return outputs, error
 
 
-def feedback_notebook(job: Job, nb, graded_copy: dict, code: StudentCode, tests: dict, outcome: Outcome) -> dict:
+def feedback_notebook(job: Job, nb, code: StudentCode, tests: dict, outcome: Outcome) -> dict:
     """The student's notebook as graded: the instructor's setup and test cells, each answer with
     what it printed or why it did not run, copies and try-out cells without outputs."""
-    nb = nbformat.from_dict(nb)
+    nb, graded_copy = nbformat.from_dict(nb), outcome.graded_copy
     for index, cell in enumerate(nb.cells, start=1):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         gid = meta.get("grade_id")

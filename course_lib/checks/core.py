@@ -134,7 +134,7 @@ def check_linear_backward(fn, seed: int = 0) -> Report:
     """
     report = Report("check_linear_backward")
     for case, x, w, b in _linear_cases(seed):
-        _check_linear_case(report, fn, case, (x, w, b), (True, True, b is not None), seed)
+        _check_linear_case(report, fn, (case, (x, w, b), (True, True, b is not None)), seed)
     return report
 
 
@@ -145,13 +145,15 @@ def check_linear_needs_grad(fn, seed: int = 0) -> Report:
     (_, x, w, b), (_, x1, w1, _) = _linear_cases(seed)[:2]
     cases = [("input needs no gradient", (x, w, b), (False, True, True)),
              ("weight needs no gradient", (x1, w1, None), (True, False, False))]
-    for case, tensors, needs in cases:
-        _check_linear_case(report, fn, case, tensors, needs, seed)
+    for case in cases:
+        _check_linear_case(report, fn, case, seed)
     return report
 
 
-def _check_linear_case(report: Report, fn, case: str, tensors, needs, seed: int) -> None:
-    """Add the lines of one case: each gradient that ``needs`` asks for, compared with autograd."""
+def _check_linear_case(report: Report, fn, case: tuple, seed: int) -> None:
+    """Add the lines of one ``(name, (input, weight, bias), needs_input_grad)`` case: each gradient
+    that is needed, compared with autograd's."""
+    case, tensors, needs = case
     leaves = [t.clone().requires_grad_(n) if t is not None else None for t, n in zip(tensors, needs)]
     ref = F.linear(leaves[0], leaves[1].t(), leaves[2])
     g = torch.Generator().manual_seed(seed + 1)
@@ -242,42 +244,47 @@ def check_gradcheck(fn, inputs, names=None, seed: int = 0) -> Report:
     try:
         out = call(*leaves)
         v = torch.randn(out.shape, generator=g, dtype=out.dtype)
-        wanted = [t for t in leaves if t.requires_grad]
-        analytic = iter(torch.autograd.grad((out * v).sum(), wanted, allow_unused=True))
+        analytic = iter(torch.autograd.grad((out * v).sum(), [t for t in leaves if t.requires_grad],
+                                            allow_unused=True))
+        values = [t.detach() for t in leaves]
         for i, (name, leaf) in enumerate(zip(names, leaves)):
             if leaf.requires_grad:
-                _finite_difference_line(report, name, next(analytic), lambda *xs: (call(*xs) * v).sum().item(),
-                                        [t.detach() for t in leaves], i, g)
+                _add_gradcheck_line(report, name, next(analytic), values[i].shape,
+                                    lambda grad: _directional_error(lambda *xs: (call(*xs) * v).sum().item(),
+                                                                    values, i, grad, g))
     except Exception as e:
         return _raised(report, "backward", e, [f"grad_{n}" for n in names])
     return report
 
 
-def _finite_difference_line(report: Report, name: str, analytic, scalar, values: list, i: int, g,
-                            eps: float = 1e-6) -> None:
-    """One line: the derivative of ``scalar`` along random directions of input ``i``, by backward
-    (``analytic``, its gradient) and by central differences."""
-    if analytic is None:
+def _add_gradcheck_line(report: Report, name: str, grad, shape, error_of) -> None:
+    if grad is None:
         report.add(name, False, "backward returned None for it, but it requires a gradient")
         return
-    if analytic.shape != values[i].shape:
-        report.add(name, False, f"gradient of shape {tuple(analytic.shape)}, expected {tuple(values[i].shape)}"
-                   f"{_shape_hint(tuple(analytic.shape), tuple(values[i].shape))}")
+    if grad.shape != shape:
+        report.add(name, False, f"gradient of shape {tuple(grad.shape)}, expected {tuple(shape)}"
+                   f"{_shape_hint(tuple(grad.shape), tuple(shape))}")
         return
-    worst = (0.0, 0.0, 0.0)
-    for _ in range(2):
-        u = torch.randn(values[i].shape, generator=g, dtype=values[i].dtype)
-        ends = [scalar(*values[:i], values[i] + sign * eps * u, *values[i + 1:]) for sign in (1, -1)]
-        numeric, exact = (ends[0] - ends[1]) / (2 * eps), (analytic * u).sum().item()
-        if abs(exact - numeric) >= worst[0]:
-            worst = (abs(exact - numeric), exact, numeric)
-    err, exact, numeric = worst
+    err, exact, numeric = error_of(grad)
     if err <= 1e-5 + 1e-3 * abs(numeric):  # gradcheck's tolerances
         report.add(name, True, f"backward agrees with finite differences, largest error {err:.1e}")
     else:
         report.add(name, False, f"backward disagrees with finite differences of forward by {err:.3g} "
                    f"(derivative along a random direction: {exact:.4g} from backward, {numeric:.4g} "
                    "from forward): check its derivative")
+
+
+def _directional_error(scalar, values: list, i: int, grad, g, eps: float = 1e-6) -> tuple:
+    """``(error, from backward, from forward)``, the worst of two random directions of input ``i``:
+    ``<grad, u>`` against the central difference of ``scalar`` along ``u``."""
+    worst = (0.0, 0.0, 0.0)
+    for _ in range(2):
+        u = torch.randn(values[i].shape, generator=g, dtype=values[i].dtype)
+        ends = [scalar(*values[:i], values[i] + sign * eps * u, *values[i + 1:]) for sign in (1, -1)]
+        numeric, exact = (ends[0] - ends[1]) / (2 * eps), (grad * u).sum().item()
+        if abs(exact - numeric) >= worst[0]:
+            worst = (abs(exact - numeric), exact, numeric)
+    return worst
 
 
 def check_sgd_step(before: dict, after: dict, grads: dict, lr: float, returned: dict | None = None) -> Report:
