@@ -174,7 +174,7 @@ def grade_notebook(job: Job) -> Outcome:
             tests = {gid: run_test(gid, cell, namespace, code) for gid, cell in job.cells.items()
                      if cell["kind"] == "test"}
         finally:
-            code.sandbox.stop()
+            code.sandbox.stop(graceful=True)
     outcome.problems += code.stopped
     outcome.notes = [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'])}"
                      for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]

@@ -136,19 +136,26 @@ class Sandbox:
         os.close(req_r)
         os.close(res_w)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the student's process; ``graceful``: first let it end by closing its request pipe
+        (so every process in the sandbox is reaped and its CPU time counted)."""
         if self.process is None:
             return
+        if graceful:
+            os.close(self._req_w)
+            self._req_w = -1
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.process.wait()
         for fd in (self._req_w, self._res_r):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
         self.process = None
 
     @property
