@@ -15,6 +15,7 @@ The checks live in these modules, all importable from here:
     autograd     FakeCtx: a Function's forward and backward run by hand, errors in course terms
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
+    backprop     cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
 """
 
 from .assignments import (
@@ -37,3 +38,9 @@ __all__ = [
     "check_train_step",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]
+
+from .backprop import (  # noqa: E402  (lesson 4 and assignment 5)
+    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
+)
+
+__all__ += ["check_cross_entropy_backward", "check_manual_step", "check_mlp_gradients", "mlp_gradients"]
