@@ -2,16 +2,19 @@
 
     python tools/assignments.py validate  [NAME ...]   run each source notebook: every test must pass
     python tools/assignments.py release   [NAME ...]   validate, then write the student versions
-    python tools/assignments.py autograde [--csv PATH] grade every submission, print the score table
+    python tools/assignments.py autograde [--jobs N] [--unsandboxed] ...   grade, print the table
 
 The course directory (``--course-dir``, default ``assignments/``) is an ordinary nbgrader course:
 sources in ``source/<assignment>/``, student versions in ``release/<assignment>/``, submissions in
 ``submitted/<student>/<assignment>/``, and the sqlite gradebook ``gradebook.db`` that records the
 test cells (hidden tests included) at release time and every score at grading time. Its
-``nbgrader_config.py`` holds the settings. All the work is done by nbgrader's own Python API;
-this script adds the checks and messages around it, and the score table.
+``nbgrader_config.py`` holds the settings. Validation and release are nbgrader's own Python API.
+Grading is ours (``grading.py``, ``sandbox.py``): each student's answer cells run in a bubblewrap
+sandbox, the tests in this process; scores go to nbgrader's gradebook and the graded notebooks to
+``autograded/``, where nbgrader's feedback command finds them.
 
-Notebooks run in a kernel of *this* Python environment, whatever kernels the user has registered.
+Source notebooks are validated in a kernel of *this* Python environment, whatever kernels the
+user has registered.
 """
 
 import argparse
