@@ -128,11 +128,12 @@ class Sandbox:
             argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir), str(req_r), str(res_w)]
             env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.repo))
         limit = self.limits.output_bytes
-        self.process = subprocess.Popen(
-            argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "harness.log", "wb"),
-            preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
-                                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
+        with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
+            self.process = subprocess.Popen(
+                argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+                                    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
         os.close(req_r)
         os.close(res_w)
 
