@@ -6,8 +6,9 @@ The class: ``perfect`` (the solutions typed into the release) and ``untouched`` 
 handed out) for every assignment in ``assignments/source/``; for assignment 1, a student for each
 usual mistake (``MISTAKES``), each cheat (``CHEATS``), a copy-pasted answer cell, and four bad
 files (``BAD``); for assignment 4 a student who wraps the library's training loop. A second small
-course runs assignment 2 under short limits with the students that crash: a dying process, a loop
-that ignores interrupts, 100 MB of output, a notebook that deletes files.
+course runs assignment 2 under short limits with the students that crash (``CRASHES``): a dying
+process, a loop that ignores interrupts, 100 MB of output, 8 GB of memory, a notebook that deletes
+files.
 """
 
 import csv
@@ -182,6 +183,8 @@ CRASHES = {
               "cell 10 ran past 10 s (the limit per cell)"),
     "floods": ("\nprint('x' * 100_000_000)\n", 6,
                "cell 10 printed more than 1 MB (the limit per cell) and was stopped there"),
+    "hogs_memory": ("\nimport torch\nhog = torch.ones(2**33, dtype=torch.uint8)\n", 6,
+                    "cell 10 ran out of memory (4 GB, the limit per student) and was stopped there"),
     "deletes_files": ("\nimport os, shutil\nfor path in [{canary!r}, os.getcwd()]:\n    try:\n"
                       "        os.remove(path) if os.path.isfile(path) else shutil.rmtree(path)\n"
                       "    except OSError as e:\n        print('could not delete', path, type(e).__name__)\n", 6, ""),
@@ -436,7 +439,7 @@ def test_each_crash_costs_only_its_own_cell(crashed, student):
     assert float(row["score"]) == score, row
     assert row["status"] == ("graded; " + problem if problem else "graded")
     assert (course / "autograded" / student / A2 / f"{A2}.ipynb").is_file()  # a feedback notebook is kept
-    assert "limits: 10 s per cell, 120 s per notebook, 1 MB of output per cell" in stdout
+    assert "limits: 10 s per cell, 120 s per notebook, 1 MB of output per cell, 4 GB of memory" in stdout
 
 
 def test_the_students_code_cannot_reach_the_instructors_files(crashed):

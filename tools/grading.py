@@ -123,6 +123,9 @@ class StudentCode:
         if error and error.get("ename") == "OSError" and "File too large" in error.get("evalue", ""):
             self.cut[index] = (f"cell {index} printed more than {self.job.limits.output_bytes / 1e6:g} MB "
                                "(the limit per cell) and was stopped there")
+        elif error and (error.get("ename") == "MemoryError" or "can't allocate memory" in str(error.get("evalue"))):
+            self.cut[index] = (f"cell {index} ran out of memory ({self.job.limits.memory_bytes / 2**30:g} GB, "
+                               "the limit per student) and was stopped there")
         self.results[index] = {"error": error, "output": output}
 
     def _output(self, index: int) -> str:

@@ -41,10 +41,11 @@ class Limits:
     cell_s: float = 60.0  # one answer cell, or one test cell's calls into the student's code
     notebook_s: float = 300.0  # everything of one notebook together
     output_bytes: int = 1_000_000  # one cell's printed output (and any file it writes)
+    memory_bytes: int = 4 * 2**30  # the student's process's address space (torch on a CPU fits in 1)
 
     def describe(self) -> str:
         return (f"{self.cell_s:g} s per cell, {self.notebook_s:g} s per notebook, "
-                f"{self.output_bytes / 1e6:g} MB of output per cell")
+                f"{self.output_bytes / 1e6:g} MB of output per cell, {self.memory_bytes / 2**30:g} GB of memory")
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,13 @@ class Sandbox:
         else:
             argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir), str(req_r), str(res_w)]
             env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.repo))
-        limit = self.limits.output_bytes
+        output, memory = self.limits.output_bytes, self.limits.memory_bytes
         with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
             self.process = subprocess.Popen(
                 argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w), start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+                preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (output, output)),
+                                    resource.setrlimit(resource.RLIMIT_AS, (memory, memory)),
                                     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
         os.close(req_r)
         os.close(res_w)
