@@ -7,9 +7,9 @@ a cell, best with an f-string) or as a literal in one of its code cells (a setti
 shows, and it goes stale the day an output changes.
 
 What counts as "the same number": formatting is ignored (``1,000`` = ``1000``, ``6.5`` =
-``6.5000``), the prose may round an output to its own number of decimals (``82.8%`` matches
-``82.83%``, but ``83%`` does not match an output of ``82.8%``), and a percentage matches a fraction
-(``29%`` = ``0.29``) and the other way round.
+``6.5000``), the prose may round an output to fewer decimals (``83%`` and ``82.8%`` match an
+output of ``82.83%``) but not claim more than it shows (``82.80%`` does not match ``82.8%``), and
+a percentage matches a fraction (``29%`` = ``0.29``) and the other way round.
 
 Not checked: small whole numbers 0-10 (counts, list items, section and lesson numbers), years,
 the constants in ``ALLOWED`` below (each with its reason), and anything inside inline code,
@@ -81,12 +81,12 @@ def _rounded(value: Decimal, decimals: int) -> set:
 
 def shown(value: Decimal, decimals: int, pct: bool, evidence: list) -> bool:
     """Does some number in ``evidence`` equal ``value`` at the prose's precision?"""
-    for shown_value in evidence:
-        candidates = (shown_value, shown_value * 100, shown_value / 100)
-        if pct:
-            candidates = (shown_value, shown_value * 100)
-        for c in candidates:
-            if abs(c) < Decimal("1e12") and value in _rounded(c, decimals):
+    for shown_value, shown_decimals in evidence:
+        candidates = [(shown_value, shown_decimals), (shown_value * 100, shown_decimals - 2)]
+        if not pct:
+            candidates.append((shown_value / 100, shown_decimals + 2))
+        for c, c_decimals in candidates:
+            if c_decimals >= decimals and abs(c) < Decimal("1e12") and value in _rounded(c, decimals):
                 return True
     return False
 
@@ -111,7 +111,8 @@ def evidence(nb: dict) -> list:
     # In code and outputs a number may follow a letter or sign (x=0.5, -1.23, 1e-3): scan freely.
     values = []
     for m in re.finditer(r"(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:[eE]([-+]?\d+))?", blob):
-        values.append(_value(*m.groups())[0])
+        value, decimals = _value(*m.groups())
+        values.append((value, 99 if m.group(3) else decimals))  # 1e-3: as precise as needed
     return values
 
 
