@@ -1,8 +1,8 @@
 """Checks for the exercises that end each lesson notebook.
 
-``exercise`` runs a check on the student's answer; while that answer is still the stub raising
-``NotImplementedError``, it runs the same check on the lesson's solution instead, so a freshly
-opened lesson shows what passing looks like.
+``exercise`` runs a check on the student's answer. While that answer is still the stub raising
+``NotImplementedError``, it reports NOT ATTEMPTED (and, given the lesson's solution, makes sure
+that one passes, so a broken lesson cannot hide behind an unwritten answer).
 """
 
 import copy
@@ -11,8 +11,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .core import Report, _is_function_class, _raised, check_sgd_step, compare
+
 
 def _watch_for_stub(answer, seen: list):
     """Wrap ``answer`` (a callable or a Function class) to note in ``seen`` a NotImplementedError."""
@@ -34,25 +36,44 @@ def _watch_for_stub(answer, seen: list):
         forward = staticmethod(guard(answer.forward))
         backward = staticmethod(guard(answer.backward))
 
+    # Only a Function that defines setup_context has it wrapped: torch reads an overridden
+    # setup_context as "forward takes no ctx", which would break an old-style Function.
+    if answer.setup_context is not torch.autograd.Function.setup_context:
+        Guarded.setup_context = staticmethod(guard(answer.setup_context))
     Guarded.__name__ = Guarded.__qualname__ = answer.__name__
     return Guarded
 
 
-def exercise(check, answer, solution, **kwargs) -> Report:
-    """``check(answer)``, or ``check(solution)`` while the student's answer is still the stub.
+class NotAttempted(Report):
+    """The report of an exercise whose answer is still the stub: it never passes."""
+
+    def __str__(self) -> str:
+        rows = [f"{self.title}: NOT ATTEMPTED"]
+        rows += [f"  {line.detail}" for line in self.lines]
+        return "\n".join(rows)
+
+    __repr__ = __str__
+
+
+def exercise(check, answer, solution=None, **kwargs) -> Report:
+    """``check(answer)``, or a NOT ATTEMPTED report while the student's answer is still the stub.
 
     The answer counts as not written yet when it raised ``NotImplementedError`` and no line of
-    its report passed; the solution's report is then returned under a title that says so.
-    ``kwargs`` go to ``check`` (e.g. ``forward=`` and ``shapes=`` for ``check_backward``).
+    its report passed. ``solution``, when given, is checked too, silently: a lesson whose own
+    solution fails its check raises ``AssertionError`` (that is a bug in the lesson). ``kwargs``
+    go to ``check`` (e.g. ``forward=`` and ``shapes=`` for ``check_backward``).
     """
+    if solution is not None:
+        check(solution, **kwargs).raise_if_failed()
     seen = []
     report = check(_watch_for_stub(answer, seen), **kwargs)
     if not seen or any(line.passed for line in report.lines):
         return report
-    shown = check(solution, **kwargs)
     name = getattr(answer, "__name__", "your answer")
-    shown.title += f" [solution shown: {name} still raises NotImplementedError]"
-    return shown
+    stub = NotAttempted(getattr(check, "__name__", "check"))
+    stub.add("stub", False, f"{name} still raises NotImplementedError: replace it with your code, "
+                            "then run this cell again.")
+    return stub
 
 
 def check_parameter_count(fn) -> Report:
@@ -116,8 +137,80 @@ def check_backward(fn, forward, shapes=((3, 4),), wrt=(0,), seed: int = 0) -> Re
         report.add("backward", False, f"expected a tuple of {len(wrt)} gradients, got {type(got).__name__}")
         return report
     for i, gv, ev in zip(wrt, got, expected):
-        compare(f"gradient of input {i}", gv, ev, report)
+        _compare_gradient(f"gradient of input {i}", gv, ev, report)
     return report
+
+
+def _factor_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
+    """Name a constant factor between a wrong gradient and the right one (sign, 2, N, 1/N)."""
+    mask = expected.abs() > 1e-12
+    if got.shape != expected.shape or not mask.any():
+        return ""
+    ratios = got[mask] / expected[mask]
+    c = ratios.mean().item()
+    if not torch.allclose(ratios, torch.full_like(ratios, c), rtol=1e-6, atol=1e-9):
+        return ""
+    n = expected.numel()
+    named = [(-1.0, "the sign is flipped"),
+             (0.5, "exactly half the expected gradient: a factor 2 is missing "
+                   "(d/dp of (p - t)^2 is 2 (p - t))"),
+             (2.0, "exactly twice the expected gradient: a factor 2 too many")]
+    if n > 2:
+        named += [(float(n), f"exactly N = {n} times the expected gradient: the 1/N of the mean "
+                             "is missing"),
+                  (1.0 / n, f"exactly 1/N = 1/{n} of the expected gradient: divided by N once "
+                            "too often")]
+    for value, words in named:
+        if math.isclose(c, value, rel_tol=1e-6):
+            return words
+    return f"a constant {c:.4g} times the expected gradient: look for a wrong factor"
+
+
+def _compare_gradient(name: str, got, expected: torch.Tensor, report: Report) -> None:
+    """``compare``, plus: a wrong dtype is named as such, a constant factor is named."""
+    if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype != expected.dtype:
+        close = torch.allclose(got.detach().to(expected.dtype), expected, rtol=1e-4, atol=1e-6)
+        report.add(f"{name} dtype", False, f"{got.dtype}, expected {expected.dtype} like the "
+                   "inputs: compute in the inputs' dtype (no .float(), no float32 constants)"
+                   + ("; the values are right to float32 precision" if close else ""))
+        if close:
+            return
+    if not compare(name, got, expected, report):
+        hint = _factor_hint(got.detach().to(expected.dtype), expected) if (
+            isinstance(got, torch.Tensor) and got.is_floating_point()) else ""
+        if hint:
+            report.lines[-1].detail += f" It is {hint}."
+
+
+class _OutOfPlaceWatch(TorchFunctionMode):
+    """Notes whether an out-of-place op took one of ``params`` and their gradients as operands."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.ids = {id(p) for p in params}
+        self.out_of_place = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name in ("sub", "__sub__", "add", "__add__", "__rsub__")
+                and any(id(a) in self.ids for a in args)):
+            self.out_of_place = True
+        return func(*args, **(kwargs or {}))
+
+
+def _sgd_detail(before, after, grad, lr, rebound: bool) -> str:
+    """Why one parameter is not ``before - lr * grad``, in words."""
+    if torch.allclose(after, before) and grad.abs().max() > 0:
+        if rebound:
+            return ("unchanged: `p = p - lr * p.grad` makes a new tensor and rebinds the name p; "
+                    "update the parameter itself, in place (`p -= ...` inside torch.no_grad())")
+        return "unchanged: this parameter was never stepped"
+    if torch.allclose(after, before + lr * grad, rtol=1e-5, atol=1e-7):
+        return "moved along the gradient (before + lr * grad): a step goes against it"
+    if torch.allclose(after, before - 2 * lr * grad, rtol=1e-5, atol=1e-7):
+        return "stepped twice: look for a repeated update line"
+    err = (after - (before - lr * grad)).abs().max().item()
+    return f"differs from before - lr * grad by up to {err:.3g}"
 
 
 def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
@@ -125,7 +218,7 @@ def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
 
     ``params`` is a list of ``nn.Parameter`` whose ``.grad`` is filled in, as after
     ``loss.backward()``; afterwards each must equal ``before - lr * grad`` and its ``.grad`` be
-    zero or ``None``.
+    zero or ``None``. A step that goes the wrong way, twice, or only into a new tensor is named.
     """
     g = torch.Generator().manual_seed(seed)
     shapes = {"weight1": (2, 3), "bias1": (3,), "weight2": (3, 5), "bias2": (5,),
@@ -136,12 +229,19 @@ def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
         params[name].grad = torch.randn(shape, generator=g, dtype=torch.float64)
     before = {n: p.detach().clone() for n, p in params.items()}
     grads = {n: p.grad.clone() for n, p in params.items()}
+    watch = _OutOfPlaceWatch(params.values())
     try:
-        fn(list(params.values()), lr)
+        with watch:
+            fn(list(params.values()), lr)
     except Exception as e:
         return _raised(Report("check_sgd_update"), "step", e)
-    report = check_sgd_step(before, {n: p.detach() for n, p in params.items()}, grads, lr)
+    after = {n: p.detach() for n, p in params.items()}
+    report = check_sgd_step(before, after, grads, lr)
     report.title = "check_sgd_update"
+    for line in report.lines:
+        if not line.passed and line.name in grads:
+            line.detail = _sgd_detail(before[line.name], after[line.name], grads[line.name], lr,
+                                      watch.out_of_place)
     for name, p in params.items():
         cleared = p.grad is None or not p.grad.any()
         report.add(f"{name}.grad", cleared, "cleared" if cleared else
