@@ -159,3 +159,136 @@ def test_sgd_update_names_each_mistake():
     report = check_sgd_update(twice_and_never)
     assert report.failed_names() == ["weight2", "bias2", "weight3", "bias3"]
     assert "stepped twice" in str(report) and "never stepped" in str(report)
+
+
+# -- the checks of the exercises that need a derivation --------------------------------------------
+
+import itertools  # noqa: E402
+
+from course_lib.checks import (  # noqa: E402
+    check_design, check_fold_scale_shift, check_interaction, check_relu_mlp_gradients,
+    check_rms_norm, check_torch_layout_backward,
+)
+
+
+def test_fold_scale_shift():
+    assert check_fold_scale_shift(lambda w, b, s, t: (w * s, b * s + t)).passed
+    report = check_fold_scale_shift(lambda w, b, s, t: (w * s, b + t))  # forgot to scale b
+    assert report.failed_names() == ["bias"] and "scaled too" in str(report)
+    report = check_fold_scale_shift(lambda w, b, s, t: (s * w, t + s * b))
+    assert report.passed  # any way of writing the same numbers passes
+    assert "raised" in str(check_fold_scale_shift(lambda w, b, s, t: w * s))
+
+
+def torch_layout_backward(g, x, w, b):
+    rows_g, rows_x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+    return g @ w, rows_g.t() @ rows_x, None if b is None else rows_g.sum(0)
+
+
+def test_torch_layout_backward():
+    assert check_torch_layout_backward(torch_layout_backward).passed
+    report = check_torch_layout_backward(lambda g, x, w, b: (g @ w, g.t() @ x, g.sum(0)))
+    assert "raised RuntimeError" in str(report)  # 2-D only: the 3-D input fails
+    assert "expected None when there is no bias" in str(report)
+    transposed = check_torch_layout_backward(
+        lambda g, x, w, b: (*torch_layout_backward(g, x, w, b)[:1],
+                            torch_layout_backward(g, x, w, b)[1].t(),
+                            torch_layout_backward(g, x, w, b)[2]))
+    assert "grad_weight (batch)" in transposed.failed_names() and "(transposed?)" in str(transposed)
+
+
+def relu_mlp(x, t, w1, b1, w2, b2):
+    z = x @ w1 + b1
+    h = z.clamp(min=0)
+    g = 2 * (h @ w2 + b2 - t) / t.numel()
+    gz = (g @ w2.t()) * (z > 0)
+    return x.t() @ gz, gz.sum(0), h.t() @ g, g.sum(0)
+
+
+def test_relu_mlp_gradients():
+    assert check_relu_mlp_gradients(relu_mlp).passed
+
+    def no_mask(x, t, w1, b1, w2, b2):  # forgot the ReLU's mask on the way back
+        z = x @ w1 + b1
+        g = 2 * (z.clamp(min=0) @ w2 + b2 - t) / t.numel()
+        gz = g @ w2.t()
+        return x.t() @ gz, gz.sum(0), *relu_mlp(x, t, w1, b1, w2, b2)[2:]
+
+    report = check_relu_mlp_gradients(no_mask)
+    assert report.failed_names() == ["dL/dw1", "dL/db1"] and "zero where" in str(report)
+
+    def with_autograd(x, t, w1, b1, w2, b2):
+        w1.requires_grad_()
+        loss = F.mse_loss(torch.relu(x @ w1 + b1) @ w2 + b2, t)
+        return torch.autograd.grad(loss, w1)
+
+    assert "raised RuntimeError" in str(check_relu_mlp_gradients(with_autograd))
+
+
+def interaction(runs, a, b, metric):
+    codes = [runs[n].map(dict(zip(sorted(runs[n].unique()), (-1, 1)))) for n in (a, b)]
+    agree = codes[0] * codes[1] > 0
+    return runs.loc[agree, metric].mean() - runs.loc[~agree, metric].mean()
+
+
+def test_interaction():
+    assert check_interaction(interaction).passed
+    half = check_interaction(lambda *args: interaction(*args) / 2)
+    assert "That is half of it" in str(half)
+    flipped = check_interaction(lambda *args: -interaction(*args))
+    assert "The sign is flipped" in str(flipped)
+    assert "raised" in str(check_interaction(lambda runs, a, b, metric: runs[a] * runs[b]))
+
+
+def design(grid, generators):
+    """16 runs: the first four hyperparameters' full grid, the last two as products of codes."""
+    names = list(grid)
+    points = []
+    for codes in itertools.product((-1, 1), repeat=4):
+        extra = tuple(int(torch.tensor([codes[i] for i in g]).prod()) for g in generators)
+        points.append({n: grid[n][(c + 1) // 2] for n, c in zip(names, codes + extra)})
+    return points
+
+
+def test_design():
+    assert check_design(lambda grid: design(grid, [(0, 1, 2), (1, 2, 3)])).passed
+    aliased = check_design(lambda grid: design(grid, [(0, 1), (2, 3)]))  # resolution III
+    assert aliased.failed_names() == ["main effects clear"]
+    assert "lr is confounded with num_units x shift" in str(aliased)
+    full = check_design(lambda grid: [dict(zip(grid, v)) for v in itertools.product(*grid.values())])
+    assert full.failed_names() == ["size"] and "at most 16" in str(full)
+    bad_value = check_design(lambda grid: [dict(design(grid, [(0, 1, 2), (1, 2, 3)])[0], lr=0.5)])
+    assert bad_value.failed_names() == ["settings"]
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(features))
+
+    def forward(self, x):
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.gain
+
+
+def test_rms_norm():
+    assert check_rms_norm(RMSNorm).passed
+
+    class PlainTensor(RMSNorm):
+        def __init__(self, features):
+            torch.nn.Module.__init__(self)
+            self.gain = torch.ones(features)  # not registered
+
+    assert "register one nn.Parameter" in str(check_rms_norm(PlainTensor))
+
+    class WholeTensorMean(RMSNorm):
+        def forward(self, x):
+            return x / torch.sqrt(x.pow(2).mean() + 1e-6) * self.gain
+
+    report = check_rms_norm(WholeTensorMean)
+    assert report.failed_names() == ["output (3-D input)"] and "last dimension" in str(report)
+
+    class Detached(RMSNorm):
+        def forward(self, x):
+            return super().forward(x).detach() * 1
+
+    assert check_rms_norm(Detached).failed_names() == ["gradient reaches gain"]

@@ -26,6 +26,10 @@ from .core import (
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
 )
+from .lessons import (  # the exercises that need a derivation the lesson does not print
+    check_design, check_fold_scale_shift, check_interaction,
+    check_relu_mlp_gradients, check_rms_norm, check_torch_layout_backward,
+)
 
 __all__ = [
     "TOLERANCE", "Line", "Report", "compare",
@@ -33,5 +37,7 @@ __all__ = [
     "check_sgd_step",
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
+    "check_design", "check_fold_scale_shift", "check_interaction",
+    "check_relu_mlp_gradients", "check_rms_norm", "check_torch_layout_backward",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]

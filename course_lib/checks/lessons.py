@@ -6,6 +6,7 @@ that one passes, so a broken lesson cannot hide behind an unwritten answer).
 """
 
 import copy
+import itertools
 import functools
 import math
 
@@ -346,4 +347,213 @@ def check_mlp(fn, scale: float = 0.5) -> Report:
             continue
         report.add(f"output shape ({label})", shape == (7, sizes[-1]),
                    f"{shape}" + ("" if shape == (7, sizes[-1]) else f", expected {(7, sizes[-1])}"))
+    return report
+
+
+# -- checks of the exercises that need a derivation the lesson does not print -------------------
+
+
+def _float64(*shapes, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+
+
+def check_fold_scale_shift(fn, seed: int = 0) -> Report:
+    """Check ``fn(weight, bias, scale, shift) -> (weight2, bias2)`` folds a per-output scale and
+    shift into the layer: ``(x W + b) * scale + shift == x W2 + b2`` for every ``x``."""
+    report = Report("check_fold_scale_shift")
+    w, b, s, t, x = _float64((5, 3), (3,), (3,), (3,), (4, 5), seed=seed)
+    try:
+        got = fn(w.clone(), b.clone(), s.clone(), t.clone())
+        w2, b2 = got
+    except Exception as e:
+        return _raised(report, "fold", e)
+    compare("weight", w2, w * s, report, hint="Output j's scale multiplies column j of the weight.")
+    compare("bias", b2, b * s + t, report, hint="The old bias is scaled too, then the shift added.")
+    if report.passed:
+        compare("outputs for a batch", x @ w2 + b2, (x @ w + b) * s + t, report)
+    return report
+
+
+def check_torch_layout_backward(fn, seed: int = 0) -> Report:
+    """Check ``fn(grad_output, x, weight, bias) -> (grad_input, grad_weight, grad_bias)`` for
+    ``y = x @ weight.T + bias`` with ``nn.Linear``'s layout: weight ``(out, in)``, bias ``(out,)``;
+    ``x`` may have any number of leading dimensions; ``bias`` may be ``None``."""
+    report = Report("check_torch_layout_backward")
+    hints = ("Expected G @ weight, shaped like x.",
+             "Expected G^T x summed over every row, shaped like weight: (out, in).",
+             "Expected G summed over every dimension but the last: shape (out,).")
+    for case, shapes, with_bias in [("batch", ((4, 5), (3, 5), (3,)), True),
+                                    ("3-D input", ((2, 4, 5), (3, 5), (3,)), True),
+                                    ("no bias", ((4, 5), (3, 5), (3,)), False)]:
+        x, w, b = _float64(*shapes, seed=seed)
+        b = b if with_bias else None
+        leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, w, b)]
+        out = F.linear(*leaves)
+        g = _float64(tuple(out.shape), seed=seed + 1)[0]
+        out.backward(g)
+        try:
+            got = fn(g.clone(), x.clone(), w.clone(), None if b is None else b.clone())
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                raise TypeError(f"expected a tuple of 3 gradients, got {type(got).__name__}")
+        except Exception as e:
+            _raised(report, f"backward ({case})", e)
+            continue
+        for name, gv, leaf, hint in zip(("grad_input", "grad_weight", "grad_bias"), got, leaves, hints):
+            if leaf is None:
+                report.add(f"{name} ({case})", gv is None, "None, as there is no bias" if gv is None
+                           else "expected None when there is no bias")
+            else:
+                compare(f"{name} ({case})", gv, leaf.grad, report, hint=hint)
+    return report
+
+
+def check_relu_mlp_gradients(fn, seed: int = 0) -> Report:
+    """Check ``fn(x, target, w1, b1, w2, b2) -> (gw1, gb1, gw2, gb2)``, the gradients of
+    ``L = mse(relu(x @ w1 + b1) @ w2 + b2, target)`` written by hand (run without autograd)."""
+    report = Report("check_relu_mlp_gradients")
+    tensors = _float64((6, 4), (6, 2), (4, 5), (5,), (5, 2), (2,), seed=seed)
+    leaves = [t.clone().requires_grad_(i >= 2) for i, t in enumerate(tensors)]
+    x, target, w1, b1, w2, b2 = leaves
+    F.mse_loss(torch.relu(x @ w1 + b1) @ w2 + b2, target).backward()
+    try:
+        with torch.no_grad():  # by hand: autograd records nothing here
+            got = fn(*(t.clone() for t in tensors))
+        if not isinstance(got, (tuple, list)) or len(got) != 4:
+            raise TypeError(f"expected a tuple of 4 gradients, got {type(got).__name__}")
+    except Exception as e:
+        return _raised(report, "gradients", e)
+    hints = {"w1": "Push G back through w2 (G @ w2.T), then through the ReLU (zero where "
+                   "x @ w1 + b1 <= 0), then x.T @ that.",
+             "b1": "The gradient at the hidden layer's pre-activation, summed over the batch."}
+    for name, gv, leaf in zip(("w1", "b1", "w2", "b2"), got, leaves[2:]):
+        _compare_gradient(f"dL/d{name}", gv, leaf.grad, report)
+        if not report.lines[-1].passed and name in hints:
+            report.lines[-1].detail += " " + hints[name]
+    return report
+
+
+def _codes(values, column):
+    """-1 for a hyperparameter's first (sorted) value, +1 for its second."""
+    low, high = sorted(set(values))
+    return [(-1 if v == low else 1) for v in column]
+
+
+def check_interaction(fn) -> Report:
+    """Check ``fn(runs, a, b, metric)`` returns the two-way interaction of ``a`` and ``b``:
+    the mean ``metric`` where their codes agree minus the mean where they differ (each value
+    coded -1 for the smaller, +1 for the larger), on a made-up run log with known effects."""
+    import pandas as pd
+
+    report = Report("check_interaction")
+    grid = {"lr": [0.01, 0.03], "optimizer": ["adam", "sgd"], "num_units": [32, 128]}
+    rows = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    runs = pd.DataFrame(rows * 2)  # every combination twice
+    c = {n: pd.Series(_codes(grid[n], runs[n])) for n in grid}
+    # main effects 0.10 (lr), -0.30 (optimizer); lr x optimizer interaction -0.20; noise-free
+    runs["final_val_acc"] = 0.6 + 0.05 * c["lr"] - 0.15 * c["optimizer"] - 0.1 * c["lr"] * c["optimizer"]
+    runs["test_acc"] = 0.5 + 0.02 * c["num_units"] * c["lr"]
+    for a, b, metric, expected in [("lr", "optimizer", "final_val_acc", -0.2),
+                                   ("optimizer", "lr", "final_val_acc", -0.2),
+                                   ("lr", "num_units", "test_acc", 0.04),
+                                   ("optimizer", "num_units", "final_val_acc", 0.0)]:
+        label = f"{a} x {b} on {metric}"
+        try:
+            got = fn(runs.copy(), a, b, metric)
+            got = float(got)
+        except Exception as e:
+            _raised(report, label, e)
+            continue
+        if math.isclose(got, expected, abs_tol=1e-9):
+            report.add(label, True, f"{got:+.3f}")
+            continue
+        hint = ""
+        if expected and math.isclose(got, expected / 2, abs_tol=1e-9):
+            hint = " That is half of it: an effect is a difference of two means, not a half-difference."
+        elif expected and math.isclose(got, -expected, abs_tol=1e-9):
+            hint = " The sign is flipped: code the smaller (first sorted) value -1."
+        report.add(label, False, f"{got:+.4f}, expected {expected:+.4f}.{hint}")
+    return report
+
+
+def _confounded(points: list, names: list) -> list:
+    """Pairs (main effect, other main effect or two-way interaction) with the same +-1 column."""
+    grid = {n: sorted({p[n] for p in points}) for n in names}
+    col = {n: torch.tensor(_codes(grid[n], [p[n] for p in points]), dtype=torch.float64) for n in names}
+    effects = dict(col)
+    effects.update({f"{a} x {b}": col[a] * col[b] for a, b in itertools.combinations(names, 2)})
+    clashes = []
+    for main in names:
+        for other, column in effects.items():
+            if other != main and main not in other.split(" x ") and (col[main] @ column).item() != 0:
+                clashes.append((main, other))
+    return clashes
+
+
+def check_design(fn, max_runs: int = 16) -> Report:
+    """Check ``fn(grid) -> list of settings dicts`` for six two-valued hyperparameters: at most
+    ``max_runs`` runs, values from the grid, and every main effect unconfounded with every other
+    main effect and every two-way interaction (each pair of +-1 columns orthogonal)."""
+    report = Report("check_design")
+    grid = {"lr": [0.01, 0.03], "num_units": [32, 128], "batch_size": [64, 128],
+            "optimizer": ["sgd", "adam"], "shift": [0, 1], "momentum": [0.0, 0.9]}
+    try:
+        points = list(fn({k: list(v) for k, v in grid.items()}))
+    except Exception as e:
+        return _raised(report, "design", e)
+    names = list(grid)
+    bad = [p for p in points if not isinstance(p, dict) or set(p) != set(names)
+           or any(p[n] not in grid[n] for n in names)]
+    report.add("settings", bool(points) and not bad, f"{len(points)} runs, values from the grid"
+               if points and not bad else f"each run must be a dict of all six hyperparameters "
+               f"with values from the grid; first bad one: {bad[0] if bad else 'no runs at all'}")
+    if not report.passed:
+        return report
+    report.add("size", len(points) <= max_runs, f"{len(points)} runs" + (
+        "" if len(points) <= max_runs else f", at most {max_runs} asked (the whole grid is 64)"))
+    unbalanced = [n for n in names if 2 * sum(p[n] == grid[n][0] for p in points) != len(points)]
+    report.add("balance", not unbalanced, "each value in half the runs" if not unbalanced else
+               f"{', '.join(unbalanced)}: the two values are not in half of the runs each")
+    clashes = _confounded(points, names)
+    report.add("main effects clear", not clashes, "no main effect is confounded with another "
+               "main effect or a two-way interaction" if not clashes else
+               "; ".join(f"{m} is confounded with {o}" for m, o in clashes[:3])
+               + (f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""))
+    return report
+
+
+def check_rms_norm(cls, features: int = 5, eps: float = 1e-6) -> Report:
+    """Check ``cls(features)`` is an ``nn.Module`` computing ``x / sqrt(mean(x^2) + eps) * gain``
+    over the last dimension, with ``gain`` a registered parameter of shape ``(features,)``
+    starting at ones, that training can move."""
+    report = Report("check_rms_norm")
+    try:
+        module = cls(features).double()
+    except Exception as e:
+        return _raised(report, "construction", e)
+    params = dict(module.named_parameters())
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    ok = len(params) == 1 and list(shapes.values()) == [(features,)]
+    report.add("parameters", ok, f"{shapes}" if ok else f"got {shapes or 'none'}: register one "
+               f"nn.Parameter of shape ({features},) (a plain tensor is invisible to optimisers)")
+    if not ok:
+        return report
+    (gain,) = params.values()
+    report.add("starts at ones", bool(torch.all(gain == 1)), "gain is all ones" if torch.all(gain == 1)
+               else "initialise the gain to ones, so the module starts as a plain normalisation")
+    x, new_gain = _float64((2, 3, features), (features,), seed=1)
+    with torch.no_grad():
+        gain.copy_(new_gain)
+    try:
+        out = module(x)
+    except Exception as e:
+        return _raised(report, "forward", e)
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * new_gain
+    if compare("output (3-D input)", out, expected, report,
+               hint="Normalise over the last dimension only (keepdim=True), then multiply by gain."):
+        if out.requires_grad:
+            out.sum().backward()
+        moved = gain.grad is not None and bool(gain.grad.abs().sum() > 0)
+        report.add("gradient reaches gain", moved, "yes" if moved else "gain.grad is empty: "
+                   "compute the output from the parameter itself, not a detached copy")
     return report
