@@ -31,6 +31,7 @@ ALLOWED = {
     Decimal("784"): "pixels of one 28x28 MNIST image",
     Decimal("28"): "MNIST images are 28 pixels on a side",
     Decimal("255"): "the largest 8-bit pixel value",
+    Decimal("5000"): "the number of digits in mnist-5k: the dataset's definition, in its name",
     Decimal("0.1307"): "full MNIST's usual pixel mean (torchvision's tutorials), quoted",
     Decimal("0.3081"): "full MNIST's usual pixel std, quoted beside 0.1307",
 }
