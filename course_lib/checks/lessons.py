@@ -368,8 +368,8 @@ def check_fold_scale_shift(fn, seed: int = 0) -> Report:
         w2, b2 = got
     except Exception as e:
         return _raised(report, "fold", e)
-    compare("weight", w2, w * s, report, hint="Output j's scale multiplies column j of the weight.")
-    compare("bias", b2, b * s + t, report, hint="The old bias is scaled too, then the shift added.")
+    compare("weight", w2, w * s, report, hint="Which entries of the weight feed output j, the one its scale multiplies?")
+    compare("bias", b2, b * s + t, report, hint="What happens to the old bias when the output is scaled?")
     if report.passed:
         compare("outputs for a batch", x @ w2 + b2, (x @ w + b) * s + t, report)
     return report
@@ -380,9 +380,10 @@ def check_torch_layout_backward(fn, seed: int = 0) -> Report:
     ``y = x @ weight.T + bias`` with ``nn.Linear``'s layout: weight ``(out, in)``, bias ``(out,)``;
     ``x`` may have any number of leading dimensions; ``bias`` may be ``None``."""
     report = Report("check_torch_layout_backward")
-    hints = ("Expected G @ weight, shaped like x.",
-             "Expected G^T x summed over every row, shaped like weight: (out, in).",
-             "Expected G summed over every dimension but the last: shape (out,).")
+    hints = ("grad_input has x's shape: which product of G and weight gives it?",
+             "grad_weight has weight's shape (out, in), and every row of every leading dimension "
+             "contributes to it.",
+             "grad_bias has shape (out,): which dimensions of G must disappear, and how?")
     for case, shapes, with_bias in [("batch", ((4, 5), (3, 5), (3,)), True),
                                     ("3-D input", ((2, 4, 5), (3, 5), (3,)), True),
                                     ("no bias", ((4, 5), (3, 5), (3,)), False)]:
@@ -423,9 +424,9 @@ def check_relu_mlp_gradients(fn, seed: int = 0) -> Report:
             raise TypeError(f"expected a tuple of 4 gradients, got {type(got).__name__}")
     except Exception as e:
         return _raised(report, "gradients", e)
-    hints = {"w1": "Push G back through w2 (G @ w2.T), then through the ReLU (zero where "
-                   "x @ w1 + b1 <= 0), then x.T @ that.",
-             "b1": "The gradient at the hidden layer's pre-activation, summed over the batch."}
+    hints = {"w1": "Pass the gradient upstream one step at a time: into layer 2's input, through "
+                   "the ReLU (what is its derivative where its input is negative?), then to w1.",
+             "b1": "It comes from the same gradient as w1's, at the ReLU's input."}
     for name, gv, leaf in zip(("w1", "b1", "w2", "b2"), got, leaves[2:]):
         _compare_gradient(f"dL/d{name}", gv, leaf.grad, report)
         if not report.lines[-1].passed and name in hints:
