@@ -5,8 +5,10 @@ The pieces, in the order the lessons meet them:
     manual     ``ManualLinear``, the same layer with a hand-called backward
     layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
     models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``
+    ops        ``torch.ops.course_lib.linear``, the layer as a ``torch.library`` custom op
 """
 
+from . import ops  # registers torch.ops.course_lib.linear
 from .functions import Linear_Layer
 from .layers import Linear
 from .manual import ManualLinear
