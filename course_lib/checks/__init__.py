@@ -10,10 +10,11 @@ what a graded test cell wants.
     >>> report = check_linear_backward(my_backward)   # or backward(grad_out, x, w, b) -> 3 grads
     >>> print(report)
 
-The checks live in three modules, all importable from here:
+The checks live in these modules, all importable from here:
     core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
+    modern       lesson 8: a Function in today's style, vmap over parameters
 """
 
 from .assignments import (
@@ -26,6 +27,7 @@ from .core import (
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
 )
+from .modern import check_ensemble, check_modern_function
 
 __all__ = [
     "TOLERANCE", "Line", "Report", "compare",
@@ -34,4 +36,5 @@ __all__ = [
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
+    "check_modern_function", "check_ensemble",
 ]
