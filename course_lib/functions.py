@@ -177,13 +177,16 @@ class Linear_Layer(torch.autograd.Function):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         needs_bias = len(needs) > 2 and needs[2]  # apply(input, weight) gives only two flags
-        # Under autocast forward computed in grad_output's (lower) dtype: backward does too.
         low = grad_output.dtype
-        grads = linear_backward(
-            grad_output, None if input is None else input.to(low),
-            None if weight is None else weight.to(low), needs[0], needs[1], needs_bias,
-            ctx.weight_column_major)
-        return tuple(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes))
+        autocast = any(dtype not in (None, low) for dtype in ctx.dtypes)
+        if autocast:  # forward computed in grad_output's lower dtype: backward does too
+            input = None if input is None else input.to(low)
+            weight = None if weight is None else weight.to(low)
+        grads = linear_backward(grad_output, input, weight, needs[0], needs[1], needs_bias,
+                                ctx.weight_column_major)
+        if autocast:  # each gradient in its input's own dtype: float32 for float32 parameters
+            grads = tuple(None if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes))
+        return grads
 
 
 # ----- Performance detail (read the plain version above first) -------------------------------
