@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from course_lib.data import (DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, read_idx,
-                             repo_root, to_split)
-from course_lib.train import EVAL_BATCH_SIZE, TrainConfig, evaluate, fit, resolve_device
+from course_lib.datasets import DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, to_split
+from course_lib.idx import read_idx
+from course_lib.paths import repo_root
+from course_lib.train import EVAL_BATCH_SIZE, Hooks, TrainConfig, evaluate, fit, resolve_device
 
 # Test accuracy to reach, for the "seconds to target" column (mnist-5k's target, 94%, is on the
 # real MNIST test set, reported in its own column).
@@ -51,15 +52,15 @@ def run(dataset: str, seed: int, device, out_dir: str, data=None, extra_test=Non
     reached = {"train_seconds": 0.0, "at": None, "epoch": None}
 
     def on_epoch(row, model):  # test accuracy after every epoch, for the time-to-target column
-        reached["train_seconds"] += row["seconds"]
+        reached["train_seconds"] += row.seconds
         if reached["at"] is None and dataset in TARGET:
             if evaluate(model, data.test.batches(EVAL_BATCH_SIZE))[1] >= TARGET[dataset]:
-                reached["at"], reached["epoch"] = reached["train_seconds"], row["epoch"]
+                reached["at"], reached["epoch"] = reached["train_seconds"], row.epoch
 
-    result = fit(config, data=data, progress=False, on_epoch=on_epoch)
+    result = fit(config, data=data, progress=False, hooks=Hooks(on_epoch=on_epoch))
     row = {"dataset": dataset, "seed": seed, "test_acc": result.test_acc,
-           "best_epoch": result.record["best_epoch"], "train_s": result.record["train_seconds"],
-           "samples_per_s": result.record["samples_per_second"], "to_target_s": reached["at"],
+           "best_epoch": result.record.best_epoch, "train_s": result.record.train_seconds,
+           "samples_per_s": result.record.samples_per_second, "to_target_s": reached["at"],
            "to_target_epoch": reached["epoch"]}
     if extra_test is not None:
         images, labels = extra_test

@@ -1,8 +1,10 @@
 """Read the run log and turn it into tables, HiPlot experiments and figures.
 
-``course_lib.train`` appends one JSON line per run to ``runs.jsonl``: flat keys for the run's
-config (``lr``, ``num_units``, ...), its results (``final_val_acc``, ``test_acc``, ...; accuracies
-are fractions in [0, 1]) and ``history``, a list of per-epoch dicts. This module only reads it:
+``course_lib.train`` appends one ``course_lib.runlog.RunRecord`` per run to ``runs.jsonl``: flat
+keys for the run's config (``lr``, ``num_units``, ...), its results (``final_val_acc``,
+``test_acc``, ...; accuracies are fractions in [0, 1]) and ``history``, one ``EpochRecord`` per
+epoch. This module only reads it, through ``read_run_log`` (which gives every run the schema's
+columns):
 
     runs = load_runs("runs/")            # one row per run
     epochs = epochs_frame(runs)          # one row per run x epoch, with the run's hyperparameters
@@ -11,6 +13,7 @@ are fractions in [0, 1]) and ``history``, a list of per-epoch dicts. This module
     print("\\n".join(conclusions(runs)))  # sentences computed from the numbers, not written ahead
 """
 
+import dataclasses
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .runlog import atomic_write, read_run_log
+from .runlog import EpochRecord, atomic_write, read_run_log
 
 # The config fields a sweep varies, in the order the plots show them.
 HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
@@ -51,8 +54,8 @@ def epochs_frame(runs: pd.DataFrame, hyperparameters=HYPERPARAMETERS) -> pd.Data
     do not clash with the run's ``lr``.
     """
     rows = [{"run_id": run_id, **epoch}
-            for run_id, history in zip(runs["run_id"], runs["history"]) for epoch in history]
-    table = pd.DataFrame(rows, columns=["run_id", "epoch", *EPOCH_METRICS, "lr", "seconds"])
+            for run_id, history in zip(runs["run_id"], runs["history"]) for epoch in history or []]
+    table = pd.DataFrame(rows, columns=["run_id", *(f.name for f in dataclasses.fields(EpochRecord))])
     table = table.rename(columns={"lr": "epoch_lr", "seconds": "epoch_seconds"})
     keep = ["run_id", "status", *(c for c in hyperparameters if c in runs)]
     return table.merge(runs[keep], on="run_id", how="left")

@@ -66,9 +66,9 @@ def _display(path: Path) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
-    from .data import DATASETS
+    from .datasets import DATASETS
     from .models import INITS
-    from .train import DEFAULT_LR, TrainConfig
+    from .train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     lrs = ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
@@ -79,9 +79,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=d.batch_size, help="training samples per step")
     add("--lr", type=float, default=d.lr, help=f"peak learning rate; default per optimizer: {lrs}")
     add("--momentum", type=float, default=d.momentum, help="SGD's (Nesterov) momentum; Adam ignores it")
-    add("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="the update rule")
+    add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="the update rule")
     add("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty on the weights")
-    add("--schedule", choices=("cosine", "constant"), default=d.schedule,
+    add("--schedule", choices=SCHEDULES, default=d.schedule,
         help="learning rate over the run: cosine decay to 0 after every batch, or constant")
     add("--shift", type=int, default=d.shift,
         help="augmentation: move each training batch by up to this many pixels (0: off)")
@@ -123,9 +123,10 @@ def _train(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args) -> int:
-    from .data import DataError, DatasetUnavailable
+    from .datasets import DatasetUnavailable
+    from .idx import DataError
     from .runlog import NotWritable, atomic_write, writable_dir
-    from .train import TrainingDiverged, fit
+    from .train import Interrupted, TrainingDiverged, fit
 
     try:
         config = config_from_args(args)
@@ -138,22 +139,22 @@ def _run_train(args) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as e:
+    except Interrupted as e:
         print(f"\n{_interrupted(e)}", file=sys.stderr)
         return 130
     record = result.record
     summary = {
-        "run_id": result.run_id, "status": record["status"], "test_acc": record["test_acc"],
-        "test_loss": record["test_loss"], "checkpoint": str(result.checkpoint.resolve()),
-        "run_log": str(result.run_log.resolve()), "dataset": record["resolved_dataset"],
-        "epochs": record["epochs"], "best_epoch": record["best_epoch"],
-        "samples_per_second": record["samples_per_second"], "wall_seconds": record["wall_seconds"],
-        "device": record["device_used"],
+        "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
+        "test_loss": record.test_loss, "checkpoint": str(result.checkpoint.resolve()),
+        "run_log": str(result.run_log.resolve()), "dataset": record.resolved_dataset,
+        "epochs": record.epochs, "best_epoch": record.best_epoch,
+        "samples_per_second": record.samples_per_second, "wall_seconds": record.wall_seconds,
+        "device": record.device_used,
     }
-    print(f"test accuracy: {100 * record['test_acc']:.2f}% on {record['resolved_dataset']} "
-          f"(best epoch {record['best_epoch']} of {record['epochs']}, "
-          f"{record['wall_seconds']:.1f} s, {record['samples_per_second']:,.0f} samples/s "
-          f"on {record['device_used']})")
+    print(f"test accuracy: {100 * record.test_acc:.2f}% on {record.resolved_dataset} "
+          f"(best epoch {record.best_epoch} of {record.epochs}, "
+          f"{record.wall_seconds:.1f} s, {record.samples_per_second:,.0f} samples/s "
+          f"on {record.device_used})")
     print(f"checkpoint:    {_display(result.checkpoint)}")
     print(f"run log:       {_display(result.run_log)}")
     if args.summary_json:
@@ -162,15 +163,16 @@ def _run_train(args) -> int:
     return 0
 
 
-def _interrupted(e: KeyboardInterrupt) -> str:
-    """What a Ctrl-C during ``fit`` left behind, and the command that continues the run."""
-    from .runlog import resolve_out_dir
+def _interrupted(e) -> str:
+    """What a Ctrl-C during ``fit`` (``e``, a ``course_lib.train.Interrupted``) left behind, and
+    the command that continues the run."""
+    from .paths import resolve_out_dir
 
-    if not hasattr(e, "run_id") or not (Path(e.out_dir) / e.run_id / "last.pt").is_file():
+    if not e.resumable:
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
     command = f"python -m course_lib train --resume {e.run_id}"
-    if Path(e.out_dir).resolve() != resolve_out_dir().resolve():  # where --resume looks by default
+    if e.out_dir.resolve() != resolve_out_dir().resolve():  # where --resume looks by default
         command += f" --out-dir {shlex.quote(str(e.out_dir))}"
     return (f"interrupted after epoch {e.epochs_done}: the best checkpoint and the run log are "
             f"saved; continue with\n    {command}")
@@ -204,8 +206,10 @@ def _run_sweep(args) -> int:
 
     from .analysis import conclusions
     from .sweep import default_grid, parse_grid, sweep_points
-    from .data import DataError, DatasetUnavailable, load_data
-    from .runlog import NotWritable, read_run_log, resolve_out_dir, writable_dir
+    from .datasets import DatasetUnavailable, load_data
+    from .idx import DataError
+    from .paths import resolve_out_dir
+    from .runlog import RUN_LOG, NotWritable, read_run_log, writable_dir
     from .train import TrainingDiverged, fit, resolve_device
 
     try:
@@ -219,7 +223,7 @@ def _run_sweep(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (ValueError, TypeError)) else 1
-    logged = len(read_run_log(out_dir)) if (out_dir / "runs.jsonl").is_file() else 0
+    logged = len(read_run_log(out_dir)) if (out_dir / RUN_LOG).is_file() else 0
     print(f"sweep: {len(configs)} runs over {', '.join(grid)} on {data.name}, "
           f"{base.epochs} epochs each")
     for i, (point, config) in enumerate(zip(points, configs), 1):
@@ -227,16 +231,16 @@ def _run_sweep(args) -> int:
         try:
             record = fit(config, data=data, progress=not args.quiet).record
             print(f"[{i}/{len(configs)}] {settings}: validation accuracy "
-                  f"{record['final_val_acc']:.2%}  ({record['run_id']})", flush=True)
+                  f"{record.final_val_acc:.2%}  ({record.run_id})", flush=True)
         except TrainingDiverged as e:
             print(f"[{i}/{len(configs)}] {settings}: diverged ({e})", flush=True)
         except KeyboardInterrupt:
-            print(f"\ninterrupted after {i - 1} runs; they are in {_display(out_dir / 'runs.jsonl')}",
+            print(f"\ninterrupted after {i - 1} runs; they are in {_display(out_dir / RUN_LOG)}",
                   file=sys.stderr)
             return 130
     runs = read_run_log(out_dir).iloc[logged:]
     print("\n" + "\n".join(conclusions(runs)))
-    print(f"\nrun log: {_display(out_dir / 'runs.jsonl')}\nreport:  python -m course_lib "
+    print(f"\nrun log: {_display(out_dir / RUN_LOG)}\nreport:  python -m course_lib "
           f"report {_display(out_dir)} --html {_display(out_dir / 'report.html')}")
     return 0
 

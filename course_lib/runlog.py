@@ -1,7 +1,10 @@
-"""Where runs are written, and how: atomic files, checkpoints and the run log (``runs.jsonl``).
+"""The run record and how runs are written: one schema for a line of the run log (``RunRecord``,
+with ``EpochRecord`` for each epoch of its ``history``), atomic files and checkpoints, and the run
+log itself (``runs.jsonl`` in the runs folder, ``course_lib.paths.resolve_out_dir``).
 
-``course_lib.train`` writes through these functions and ``course_lib.analysis`` reads through
-``read_run_log``; the run log's keys are listed in ``course_lib.train``'s docstring.
+``course_lib.train`` builds a ``RunRecord`` and appends it with ``append_run_log``;
+``course_lib.analysis`` reads the log back with ``read_run_log``, which gives every record the
+schema's columns (a line written before a field existed reads as null there).
 """
 
 import contextlib
@@ -11,13 +14,90 @@ import math
 import os
 import tempfile
 import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from .data import resolve_dir
+from .paths import resolve_out_dir
 
-RUN_LOG = "runs.jsonl"
+RUN_LOG = "runs.jsonl"  # in the runs folder: one RunRecord per line
+STATUSES = ("completed", "interrupted", "diverged", "failed")  # a run's ``status``
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of a run, an item of ``RunRecord.history``."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float  # accuracies are fractions in [0, 1], counted over every sample
+    val_loss: float
+    val_acc: float
+    lr: float  # the learning rate at the epoch's first batch
+    seconds: float  # training time, evaluation excluded: the epochs add up to train_seconds
+
+
+@dataclass
+class RunRecord:
+    """One line of the run log: a run's settings, what it ran on, and its results, as flat keys
+    (the row format pandas and HiPlot read). Numbers that are not finite are written as null.
+
+    A resumed run appends a new line with the same ``run_id``, covering the whole run; keep the
+    last line of each run with ``df.drop_duplicates("run_id", keep="last")``.
+    """
+
+    run_id: str
+    status: str  # one of STATUSES ("failed": stopped by an error)
+    # The run's TrainConfig, every field, with lr resolved to a number
+    dataset: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    optimizer: str
+    weight_decay: float
+    schedule: str
+    shift: int
+    num_units: int
+    init: str
+    seed: int
+    device: str
+    max_batches: int | None
+    data_dir: str | None
+    out_dir: str | None
+    # What it ran on
+    resolved_dataset: str  # "mnist-5k" when "auto" fell back
+    device_used: str
+    torch_version: str
+    torchvision_version: str
+    python_version: str
+    course_lib_version: str
+    started_at: str  # ISO 8601, UTC
+    # Timings
+    wall_seconds: float
+    train_seconds: float
+    samples_per_second: float | None
+    # Results
+    epochs_completed: int
+    resumed_at_epoch: int  # 0 for a fresh run
+    best_epoch: int | None  # the epoch with the lowest validation loss
+    best_val_loss: float | None
+    final_train_loss: float | None
+    final_train_acc: float | None
+    final_val_loss: float | None
+    final_val_acc: float | None
+    test_loss: float | None  # of the best checkpoint; null unless completed
+    test_acc: float | None
+    checkpoint: str | None  # best.pt's path relative to the runs folder
+    input_mean: float  # the model expects x = (pixel / 255 - input_mean) / input_std
+    input_std: float
+    history: list  # one EpochRecord (as a dict) per epoch
+
+    @classmethod
+    def columns(cls) -> list:
+        """The field names, in order: the run log's columns."""
+        return [f.name for f in fields(cls)]
 
 
 class NotWritable(OSError):
@@ -38,11 +118,6 @@ def writable_dir(path, what: str, how: str) -> Path:
         raise NotWritable(f"cannot write {what} to {path}: {reason}. Choose a folder "
                           f"you can write to ({how}).") from None
     return path
-
-
-def resolve_out_dir(out_dir=None) -> Path:
-    """The run folder: ``out_dir``, else ``$COURSE_RUNS_DIR``, else the checkout's ``runs/``."""
-    return resolve_dir(out_dir, "COURSE_RUNS_DIR", "runs")
 
 
 def atomic_write(path, data: bytes | str) -> Path:
@@ -103,9 +178,9 @@ def _finite(value):
     return value
 
 
-def append_run_log(path, record: dict) -> None:
+def append_run_log(path, record: RunRecord) -> None:
     """Append ``record`` as one JSON line, in one write, flushed to disk."""
-    line = (json.dumps(_finite(record), allow_nan=False) + "\n").encode()
+    line = (json.dumps(_finite(asdict(record)), allow_nan=False) + "\n").encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+", buffering=0) as f:  # unbuffered append: one write() call per line
@@ -116,9 +191,12 @@ def append_run_log(path, record: dict) -> None:
 
 
 def read_run_log(path_or_dir=None):
-    """The run log as a ``pandas.DataFrame``, one row per line (a folder means its runs.jsonl).
+    """The run log as a ``pandas.DataFrame``, one row per line and one column per ``RunRecord``
+    field, in the schema's order (a folder means its runs.jsonl; default: the runs folder).
 
-    Lines that are not valid JSON (a run killed while writing) are skipped with a warning.
+    A line that lacks a field (written before the field existed) reads as null there; keys the
+    schema does not declare are left out with a warning. Lines that are not valid JSON (a run
+    killed while writing) are skipped with a warning.
     """
     import pandas as pd
 
@@ -127,14 +205,20 @@ def read_run_log(path_or_dir=None):
         path = path / RUN_LOG
     if not path.is_file():
         raise FileNotFoundError(f"no run log at {path}: train a model first (python -m course_lib train)")
-    records, bad = [], []
+    records, bad, unknown = [], [], set()
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 bad.append(number)
+            else:
+                unknown |= set(records[-1]) - set(RunRecord.columns())
     if bad:
         warnings.warn(f"{path}: skipped line(s) {bad}, not valid JSON (a run cut short while "
                       "writing its record)", stacklevel=2)
-    return pd.DataFrame.from_records(records)
+    if unknown:
+        warnings.warn(f"{path}: left out {sorted(unknown)}, not fields of course_lib.runlog.RunRecord "
+                      "(written by another version of course_lib?)", stacklevel=2)
+    columns = RunRecord.columns()
+    return pd.DataFrame([[r.get(c) for c in columns] for r in records], columns=columns)

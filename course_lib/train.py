@@ -1,36 +1,20 @@
-"""Training the course MLP: ``TrainConfig``, ``train_epoch``, ``evaluate``, ``fit``; run log, checkpoints.
+"""Training the course MLP: ``TrainConfig``, ``train_epoch``, ``evaluate`` and ``fit``.
 
-``fit(config)`` trains ``NeuralNet(config.num_units)`` (built from the custom ``Linear``) and leaves
-two things in ``out_dir`` (default: the checkout's ``runs/``, or ``$COURSE_RUNS_DIR``):
+``train_epoch`` and ``evaluate`` are the two plain functions of pytorch/examples' ``mnist/main.py``.
+``fit(config)`` is the whole run around them: it trains ``NeuralNet(config.num_units)`` (built from
+the custom ``Linear``) epoch by epoch and leaves three things in the runs folder (``out_dir``,
+default the checkout's ``runs/`` or ``$COURSE_RUNS_DIR``, see ``course_lib.paths``):
 
 ``<out_dir>/<run_id>/best.pt``
     the state dict of the epoch with the lowest validation loss:
     ``NeuralNet(num_units).load_state_dict(torch.load(path, weights_only=True))``.
 ``<out_dir>/<run_id>/last.pt``
-    the state to resume from (model, optimizer, scheduler, epoch, history, RNG states, the config
-    as a dict), written at the end of every epoch; ``fit(config, resume=run_id)`` continues it.
+    a ``Checkpoint``, written at the end of every epoch: everything the run needs to continue
+    exactly where it stopped; ``fit(resume=run_id)`` continues it.
 ``<out_dir>/runs.jsonl``
-    the run log: one JSON object per line, one line per run, appended when the run ends, also
-    when it is interrupted (Ctrl-C) or stopped by a NaN/infinite loss. Read it with
-    ``read_run_log(out_dir)`` or ``pandas.read_json(path, lines=True)``. Flat keys:
-
-    run_id; status ("completed", "interrupted", "diverged", or "failed" for an error); every
-    ``TrainConfig`` field (dataset, epochs, batch_size, lr resolved to a number, momentum,
-    optimizer, weight_decay, schedule, shift, num_units, init, seed, device, max_batches, data_dir,
-    out_dir); resolved_dataset ("mnist-5k" when "auto" fell back); device_used; torch_version,
-    torchvision_version, python_version, course_lib_version; started_at (ISO 8601, UTC);
-    wall_seconds, train_seconds, samples_per_second; epochs_completed, resumed_at_epoch (0 for a
-    fresh run); best_epoch, best_val_loss; final_train_loss, final_train_acc, final_val_loss,
-    final_val_acc; test_loss, test_acc (of the best checkpoint; null unless completed);
-    checkpoint (best.pt's path relative to out_dir); input_mean, input_std (the model expects
-    ``x = (pixel / 255 - input_mean) / input_std``); and history, a list of per-epoch dicts
-    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds}: lr is the learning rate at
-    the epoch's first batch, seconds its training time (evaluation excluded: they add up to
-    train_seconds).
-
-Accuracies are fractions in [0, 1]: correct predictions counted over every sample. Numbers that
-are not finite are written as null. A resumed run appends a new line with the same run_id; keep
-the last line of each run with ``df.drop_duplicates("run_id", keep="last")``.
+    the run log: one ``course_lib.runlog.RunRecord`` per line (its fields are the schema),
+    appended when the run ends, also when it is interrupted (Ctrl-C), stopped by a NaN/infinite
+    loss or by an error. Read it with ``read_run_log(out_dir)``.
 """
 
 import dataclasses
@@ -39,6 +23,7 @@ import math
 import platform
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,21 +34,38 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import DATASETS, Data, load_data
+from .datasets import DATASETS, Data, Split, load_data
 from .models import INITS, NeuralNet, initialise_
-from .runlog import RUN_LOG, append_run_log, resolve_out_dir, save_checkpoint, writable_dir
+from .paths import resolve_out_dir
+from .runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log, save_checkpoint, writable_dir
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
+OPTIMIZERS = tuple(DEFAULT_LR)  # sgd (with Nesterov momentum), adam
+SCHEDULES = ("cosine", "constant")
+MAX_SHIFT = 4  # pixels: a digit moved further than this starts to leave its 28x28 frame
 EVAL_BATCH_SIZE = 4096
+BEST, LAST = "best.pt", "last.pt"  # in the run's folder
+WHERE_RUNS_GO = "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable"
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit``. The run is logged as "interrupted"; when ``resumable`` (an epoch
+    was completed, so ``last.pt`` exists), ``fit(resume=run_id)`` continues it."""
+
+    def __init__(self, run_id: str, out_dir: Path, epochs_done: int):
+        self.run_id, self.out_dir, self.epochs_done = run_id, Path(out_dir), epochs_done
+        self.resumable = epochs_done > 0
+        super().__init__(f"run {run_id} interrupted after {epochs_done} epoch(s)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a run. The defaults train well in under a minute on a 2-core CPU.
+    """Everything that decides a run; frozen: vary it with ``dataclasses.replace(config, ...)``.
+    The defaults train well in under a minute on a 2-core CPU.
 
     ``lr=None`` takes the optimizer's default (``DEFAULT_LR``). ``sgd`` uses Nesterov momentum
     (``momentum``); ``adam`` ignores ``momentum``. ``schedule="cosine"`` lowers the learning rate
@@ -92,29 +94,30 @@ class TrainConfig:
     out_dir: str | None = None
 
     def __post_init__(self):
+        """Every check of a setting, in one place: a bad one is a ValueError naming it."""
         def need(ok, what):
             if not ok:
                 raise ValueError(f"TrainConfig: {what}")
 
-        need(self.dataset in DATASETS,
-             f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        need(self.optimizer in DEFAULT_LR,
-             f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        need(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        need(self.schedule in ("cosine", "constant"),
-             f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        def positive_int(value, least=1):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+        for name, choices in (("dataset", DATASETS), ("optimizer", OPTIMIZERS), ("init", INITS),
+                              ("schedule", SCHEDULES)):
+            need(getattr(self, name) in choices,
+                 f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "num_units"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= (2 if name == "num_units" else 1),
-                 f"{name} must be a positive integer, got {value!r}")
-        need(self.max_batches is None or (isinstance(self.max_batches, int) and self.max_batches >= 1),
+            need(positive_int(getattr(self, name), 2 if name == "num_units" else 1),
+                 f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        need(self.max_batches is None or positive_int(self.max_batches),
              f"max_batches must be a positive integer or None, got {self.max_batches!r}")
-        need(isinstance(self.shift, int) and 0 <= self.shift <= 4,
-             f"shift must be 0..4 pixels, got {self.shift!r}")
-        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
+        need(positive_int(self.shift, 0) and self.shift <= MAX_SHIFT,
+             f"shift must be 0..{MAX_SHIFT} pixels, got {self.shift!r}")
+        need(self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
              f"lr must be a positive number, got {self.lr!r}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        need(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -197,7 +200,8 @@ def evaluate(model, batches):
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
-    """The optimizer and the per-batch learning-rate scheduler that ``config`` asks for."""
+    """The optimizer and the per-batch learning-rate scheduler that ``config`` asks for; the
+    cosine schedule runs down to 0 over ``config.epochs * steps_per_epoch`` batches."""
     lr = config.learning_rate
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
@@ -215,114 +219,111 @@ def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------------------------
-# fit: the whole run
+# The pieces a run is made of
 # --------------------------------------------------------------------------------------------
+
+
+def shuffled_batches(split: Split, config: TrainConfig, generator: torch.Generator, steps: int):
+    """One epoch's training batches: ``steps`` batches of ``split``, shuffled by ``generator``
+    and shifted as ``config.shift`` says."""
+    return itertools.islice(split.batches(config.batch_size, generator, config.shift), steps)
+
+
+def evaluate_split(model: nn.Module, split: Split) -> tuple[float, float]:
+    """``evaluate`` over the whole of ``split``, in order."""
+    return evaluate(model, split.batches(EVAL_BATCH_SIZE))
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Where a caller changes how ``fit`` runs without copying it. Data-parallel training
+    (``course_lib.distributed``) gives each process its share of every batch, all-reduces the
+    evaluation, and lets one process write."""
+
+    batches: Callable = shuffled_batches  # (split, config, generator, steps) -> an epoch's batches
+    evaluate: Callable = evaluate_split  # (model, split) -> (loss, accuracy) over the whole split
+    wrap: Callable = lambda model: model  # the module train_epoch steps (e.g. DDP around it)
+    should_write: bool = True  # checkpoints and the run-log line; False: this process writes nothing
+    on_epoch: Callable | None = None  # called as on_epoch(row: EpochRecord, model) after every epoch
+
+
+@dataclass
+class Progress:
+    """What a run has done so far: the counters its run record reports."""
+
+    run_id: str
+    epoch: int = 0  # epochs completed
+    history: list = field(default_factory=list)  # one EpochRecord dict per epoch
+    best_epoch: int | None = None
+    best_val_loss: float = math.inf
+    samples: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # up to the end of the last completed epoch, over every resume
+
+    def add(self, row: EpochRecord, samples: int) -> bool:
+        """Count a finished epoch; return whether its validation loss is the best so far."""
+        self.epoch, self.samples = row.epoch, self.samples + samples
+        self.train_seconds += row.seconds
+        self.history.append(dataclasses.asdict(row))
+        if not row.val_loss < self.best_val_loss:
+            return False
+        self.best_epoch, self.best_val_loss = row.epoch, row.val_loss
+        return True
+
+
+@dataclass
+class Checkpoint:
+    """``last.pt``: everything a run needs to continue exactly where it stopped."""
+
+    config: TrainConfig
+    dataset: str  # the dataset it trained on ("auto" resolved): a resumed run reloads this one
+    progress: Progress
+    states: dict  # model, optimizer, scheduler: state dicts; generator, torch_rng: RNG states
+
+    def save(self, path) -> None:
+        """Write it atomically (a Ctrl-C while saving leaves the previous one intact)."""
+        save_checkpoint({**dataclasses.asdict(self.progress), "config": dataclasses.asdict(self.config),
+                         "resolved_dataset": self.dataset, **self.states}, path)
+
+    @classmethod
+    def load(cls, path) -> "Checkpoint":
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        progress = Progress(**{f.name: saved.pop(f.name) for f in dataclasses.fields(Progress)})
+        return cls(TrainConfig(**saved.pop("config")), saved.pop("resolved_dataset"), progress, saved)
 
 
 @dataclass
 class RunResult:
-    """What ``fit`` returns: the run-log record and the model holding the best checkpoint."""
+    """What ``fit`` returns: the run's record and the model holding the best checkpoint."""
 
-    record: dict
+    record: RunRecord
     model: nn.Module
     out_dir: Path
 
     @property
     def run_id(self) -> str:
-        return self.record["run_id"]
+        return self.record.run_id
 
     @property
     def test_acc(self) -> float | None:
-        return self.record["test_acc"]
+        return self.record.test_acc
 
     @property
     def checkpoint(self) -> Path | None:
-        return self.out_dir / self.record["checkpoint"] if self.record["checkpoint"] else None
+        return self.out_dir / self.record.checkpoint if self.record.checkpoint else None
 
     @property
     def run_log(self) -> Path:
         return self.out_dir / RUN_LOG
 
 
-@dataclass
-class _Done:
-    """What a run has done so far; saved in ``last.pt`` and restored by ``resume``."""
-
-    run_id: str
-    epoch: int = 0
-    history: list = field(default_factory=list)
-    best_epoch: int | None = None
-    best_val_loss: float = math.inf
-    samples: int = 0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-
-def _new_run_id(out_dir: Path) -> str:
-    while True:  # the random suffix keeps two runs started in the same second apart
-        run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        if not (out_dir / run_id).exists():
-            return run_id
-
-
-def _find_resume(resume, out_dir: Path) -> Path:
-    path = Path(resume)
-    for candidate in (path, path / "last.pt", out_dir / str(resume) / "last.pt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"nothing to resume at {resume!r}: give a run id in {out_dir}, a run folder, or its "
-        "last.pt (a run can be resumed once it has finished its first epoch)")
-
-
-def _epoch(epoch, model, data: Data, config: TrainConfig, optimizer, scheduler, generator, steps,
-           progress: bool) -> dict:
-    """Train one epoch, validate; return its history row."""
-    start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-    batches = itertools.islice(data.train.batches(config.batch_size, generator, config.shift), steps)
-    with tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False,
-              disable=not progress) as bar:
-        try:
-            train_loss, train_acc, samples = train_epoch(
-                model, batches, optimizer, scheduler, bar if progress else None)
-        except TrainingDiverged as e:
-            raise TrainingDiverged(
-                f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
-                f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g}; "
-                f"{config.optimizer}'s default is {DEFAULT_LR[config.optimizer]})"
-            ) from None
-    seconds = time.perf_counter() - start
-    val_loss, val_acc = evaluate(model, data.val.batches(EVAL_BATCH_SIZE))
-    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-            "val_acc": val_acc, "lr": lr, "seconds": seconds, "samples": samples}
-
-
-def _record(status, config: TrainConfig, data: Data, device, done: _Done, resumed_at, test,
-            started_at, wall_seconds) -> dict:
-    """The run-log line (its keys are listed in this module's docstring)."""
-    import torchvision
-
-    last = done.history[-1] if done.history else {}
-    return {
-        "run_id": done.run_id, "status": status,
-        **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
-        "lr": config.learning_rate, "resolved_dataset": data.name, "device_used": str(device),
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-        "python_version": platform.python_version(), "course_lib_version": __version__,
-        "started_at": started_at, "wall_seconds": wall_seconds, "train_seconds": done.train_seconds,
-        "samples_per_second": done.samples / done.train_seconds if done.train_seconds else None,
-        "epochs_completed": len(done.history), "resumed_at_epoch": resumed_at,
-        "best_epoch": done.best_epoch, "best_val_loss": done.best_val_loss,
-        **{f"final_{k}": last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-        "test_loss": test[0], "test_acc": test[1],
-        "checkpoint": f"{done.run_id}/best.pt" if done.best_epoch is not None else None,
-        "input_mean": data.mean, "input_std": data.std,
-        "history": done.history,
-    }
+# --------------------------------------------------------------------------------------------
+# fit: the whole run
+# --------------------------------------------------------------------------------------------
 
 
 def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = None,
-        progress: bool = True, on_epoch=None) -> RunResult:
+        progress: bool = True, hooks: Hooks | None = None) -> RunResult:
     """Train ``NeuralNet`` as ``config`` says, keep the best checkpoint, test it, log the run.
 
     Each epoch trains on the training split (shuffled by a generator seeded with ``config.seed``),
@@ -335,85 +336,192 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
             run with its own saved config; the result equals an uninterrupted run's on the CPU.
         data: already loaded ``Data`` to train on, instead of loading ``config.dataset``.
         progress: show tqdm progress bars.
-        on_epoch: called as ``on_epoch(history_row, model)`` after every epoch.
+        hooks: ``Hooks`` that change where batches come from, how evaluation is done, whether
+            this process writes files, and what runs after every epoch.
 
     Raises:
-        KeyboardInterrupt: after logging the run as "interrupted" (checkpoints stay intact); it
-            carries ``run_id``, ``epochs_done`` and ``out_dir``.
-        TrainingDiverged: the loss became NaN or infinite; the run is logged as "diverged".
+        Interrupted: Ctrl-C (a ``KeyboardInterrupt``), after logging the run as "interrupted";
+            the checkpoints stay intact.
+        TrainingDiverged: the loss became NaN or infinite, or no epoch gave a finite validation
+            loss; the run is logged as "diverged".
         NotWritable: the runs folder cannot be written (found out before any training).
     """
-    clock, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out_dir = resolve_out_dir(config.out_dir if config else None)
-    state = None
-    if resume is not None:
-        last = _find_resume(resume, out_dir)
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        config, out_dir = TrainConfig(**state["config"]), last.parent.parent
-    config = config if config is not None else TrainConfig()
-    writable_dir(out_dir, "the run log and checkpoints",
-                 "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable")
-    device = resolve_device(config.device)
-    if data is None:  # a resumed run reloads what it trained on, even if "auto" would now differ
-        data = load_data(state["resolved_dataset"] if state else config.dataset, device, config.data_dir)
-
-    torch.manual_seed(config.seed)
-    model = initialise_(NeuralNet(config.num_units), config.init).to(device)
-    steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
-    optimizer, scheduler = make_optimizer(config, model, steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    if state is None:
-        done = _Done(_new_run_id(out_dir))
-    else:
-        done = _Done(**{f.name: state[f.name] for f in dataclasses.fields(_Done)})
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-    resumed_at, run_dir = done.epoch, out_dir / done.run_id
-    status, test, failure = "interrupted", (None, None), None
-    bar = tqdm(total=config.epochs, initial=done.epoch, unit="epoch", desc=data.name,
-               disable=not progress)
+    hooks = hooks or Hooks()
+    run = _Run.start(config, resume, data, hooks)
+    status, test = "failed", (None, None)
     try:
-        for epoch in range(done.epoch + 1, config.epochs + 1):
-            row = _epoch(epoch, model, data, config, optimizer, scheduler, generator, steps, progress)
-            done.samples += row.pop("samples")
-            done.train_seconds += row["seconds"]
-            done.history.append(row)
-            if row["val_loss"] < done.best_val_loss:
-                save_checkpoint(model.state_dict(), run_dir / "best.pt")
-                done.best_val_loss, done.best_epoch = row["val_loss"], epoch
-            done.epoch = epoch
-            done.wall_seconds, clock = done.wall_seconds + time.perf_counter() - clock, time.perf_counter()
-            save_checkpoint({
-                **dataclasses.asdict(done), "config": dataclasses.asdict(config),
-                "resolved_dataset": data.name, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            }, run_dir / "last.pt")
-            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("train_acc", "val_loss", "val_acc")},
-                            refresh=False)
-            bar.update(1)
-            if on_epoch is not None:
-                on_epoch(row, model)
-        if done.best_epoch is None:
-            raise TrainingDiverged("no epoch gave a finite validation loss")
-        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
-        test = evaluate(model, data.test.batches(EVAL_BATCH_SIZE))
+        with tqdm(total=run.config.epochs, initial=run.progress.epoch, unit="epoch",
+                  desc=run.data.name, disable=not progress) as bar:
+            for epoch in range(run.progress.epoch + 1, run.config.epochs + 1):
+                row, samples = run.train_and_validate(epoch, progress)
+                run.keep(row, samples)  # best.pt when the validation loss improved; last.pt always
+                bar.set_postfix(train_acc=f"{row.train_acc:.4f}", val_loss=f"{row.val_loss:.4f}",
+                                val_acc=f"{row.val_acc:.4f}", refresh=False)
+                bar.update(1)
+                if hooks.on_epoch is not None:
+                    hooks.on_epoch(row, run.model)
+        test = run.test_best()
         status = "completed"
-    except TrainingDiverged as e:
-        status, failure = "diverged", e
-    except BaseException as e:  # Ctrl-C, or a bug: log what was done, then let it propagate
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        if isinstance(e, KeyboardInterrupt):  # what the caller needs to say how to go on
-            e.run_id, e.epochs_done, e.out_dir = done.run_id, done.epoch, out_dir
+    except TrainingDiverged:
+        status = "diverged"
         raise
+    except KeyboardInterrupt as e:
+        status = "interrupted"
+        raise Interrupted(run.progress.run_id, run.out_dir, run.progress.epoch) from e
     finally:
-        bar.close()
-        wall = done.wall_seconds + time.perf_counter() - clock
-        final = _record(status, config, data, device, done, resumed_at, test, started_at, wall)
-        append_run_log(out_dir / RUN_LOG, final)
-    if failure is not None:
-        raise failure
-    return RunResult(final, model, out_dir)
+        record = run.finish(status, test)
+    return RunResult(record, run.model, run.out_dir)
+
+
+@dataclass
+class _Run:
+    """One run in progress: its settings, data, model, optimizer and counters."""
+
+    config: TrainConfig
+    out_dir: Path
+    device: torch.device
+    data: Data
+    hooks: Hooks
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    progress: Progress
+    steps: int  # training batches per epoch
+    resumed_at: int
+    best_state: dict | None = None  # the best epoch's weights, once this session has seen it
+    clock: float = field(default_factory=time.perf_counter)
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @classmethod
+    def start(cls, config, resume, data, hooks: Hooks) -> "_Run":
+        """Check the runs folder, load the data, build the model and optimizer: fresh from
+        ``config.seed``, or restored from ``resume``'s ``last.pt``."""
+        out_dir = resolve_out_dir(config.out_dir if config else None)
+        checkpoint = None
+        if resume is not None:
+            last = _find_resume(resume, out_dir)
+            checkpoint, out_dir = Checkpoint.load(last), last.parent.parent
+            config = checkpoint.config
+        config = config if config is not None else TrainConfig()
+        if hooks.should_write:  # found out now, not after the training it would keep
+            writable_dir(out_dir, "the run log and checkpoints", WHERE_RUNS_GO)
+        device = resolve_device(config.device)
+        if data is None:
+            data = load_data(checkpoint.dataset if checkpoint else config.dataset, device, config.data_dir)
+        torch.manual_seed(config.seed)
+        model = initialise_(NeuralNet(config.num_units), config.init).to(device)
+        steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
+        optimizer, scheduler = make_optimizer(config, model, steps)
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        progress = checkpoint.progress if checkpoint else Progress(_new_run_id(out_dir))
+        run = cls(config, out_dir, device, data, hooks, model, optimizer, scheduler, generator,
+                  progress, steps, resumed_at=progress.epoch)
+        if checkpoint is not None:
+            run.restore(checkpoint.states)
+        return run
+
+    def states(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def restore(self, states: dict) -> None:
+        self.model.load_state_dict(states["model"])
+        self.optimizer.load_state_dict(states["optimizer"])
+        self.scheduler.load_state_dict(states["scheduler"])
+        self.generator.set_state(states["generator"])
+        torch.set_rng_state(states["torch_rng"])
+
+    def train_and_validate(self, epoch: int, progress: bool) -> tuple[EpochRecord, int]:
+        """Train one epoch, then evaluate on the validation split; return the epoch's record and
+        the number of samples it trained on."""
+        start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
+        batches = self.hooks.batches(self.data.train, self.config, self.generator, self.steps)
+        with tqdm(total=self.steps, desc=f"epoch {epoch}", unit="batch", leave=False,
+                  disable=not progress) as bar:
+            try:
+                train_loss, train_acc, samples = train_epoch(
+                    self.hooks.wrap(self.model), batches, self.optimizer, self.scheduler,
+                    bar if progress else None)
+            except TrainingDiverged as e:
+                raise TrainingDiverged(
+                    f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
+                    f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g}; "
+                    f"{self.config.optimizer}'s default is {DEFAULT_LR[self.config.optimizer]})"
+                ) from None
+        seconds = time.perf_counter() - start
+        val_loss, val_acc = self.hooks.evaluate(self.model, self.data.val)
+        return EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds), samples
+
+    def keep(self, row: EpochRecord, samples: int) -> None:
+        """Count the epoch; save best.pt when its validation loss is the best so far, and last.pt."""
+        improved = self.progress.add(row, samples)
+        now = time.perf_counter()
+        self.progress.wall_seconds, self.clock = self.progress.wall_seconds + now - self.clock, now
+        if improved:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.hooks.should_write:
+            run_dir = self.out_dir / self.progress.run_id
+            if improved:
+                save_checkpoint(self.best_state, run_dir / BEST)
+            Checkpoint(self.config, self.data.name, self.progress, self.states()).save(run_dir / LAST)
+
+    def test_best(self) -> tuple[float, float]:
+        """Test loss and accuracy of the best epoch's weights, which the model then holds."""
+        if self.progress.best_epoch is None:
+            raise TrainingDiverged("no epoch gave a finite validation loss")
+        best = self.best_state  # else the best epoch came before a resume: read it back
+        if best is None:
+            path = self.out_dir / self.progress.run_id / BEST
+            best = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(best)
+        return self.hooks.evaluate(self.model, self.data.test)
+
+    def finish(self, status: str, test) -> RunRecord:
+        """The run's record, appended to the run log (by the process that writes)."""
+        record = _record(self, status, test)
+        if self.hooks.should_write:
+            append_run_log(self.out_dir / RUN_LOG, record)
+        return record
+
+
+def _record(run: _Run, status: str, test) -> RunRecord:
+    """The run-log line (``RunRecord``: the schema lists and explains every field)."""
+    import torchvision
+
+    done, config, data = run.progress, run.config, run.data
+    last = done.history[-1] if done.history else {}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    return RunRecord(
+        run_id=done.run_id, status=status, **{**settings, "lr": config.learning_rate},
+        resolved_dataset=data.name, device_used=str(run.device),
+        torch_version=torch.__version__, torchvision_version=torchvision.__version__,
+        python_version=platform.python_version(), course_lib_version=__version__,
+        started_at=run.started_at, wall_seconds=done.wall_seconds + time.perf_counter() - run.clock,
+        train_seconds=done.train_seconds,
+        samples_per_second=done.samples / done.train_seconds if done.train_seconds else None,
+        epochs_completed=len(done.history), resumed_at_epoch=run.resumed_at,
+        best_epoch=done.best_epoch, best_val_loss=done.best_val_loss,
+        **{f"final_{k}": last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+        test_loss=test[0], test_acc=test[1],
+        checkpoint=f"{done.run_id}/{BEST}" if done.best_epoch is not None else None,
+        input_mean=data.mean, input_std=data.std, history=done.history,
+    )
+
+
+def _new_run_id(out_dir: Path) -> str:
+    while True:  # the random suffix keeps two runs started in the same second apart
+        run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        if not (out_dir / run_id).exists():
+            return run_id
+
+
+def _find_resume(resume, out_dir: Path) -> Path:
+    path = Path(resume)
+    for candidate in (path, path / LAST, out_dir / str(resume) / LAST):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"nothing to resume at {resume!r}: give a run id in {out_dir}, a run folder, or its "
+        "last.pt (a run can be resumed once it has finished its first epoch)")

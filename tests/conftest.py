@@ -1,4 +1,6 @@
-"""Shared fixtures: the devices to test on (CUDA only where it exists)."""
+"""Shared fixtures: the devices to test on (CUDA only where it exists), and no network."""
+
+import socket
 
 import pytest
 import torch
@@ -12,3 +14,20 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
 def _seed():
     """Every test starts from the same random state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, at the socket level, whatever library tries: every name lookup and connection
+    fails at once, as it does without a network. Returns the list of socket default timeouts in
+    force at each attempt (empty: nothing tried the network)."""
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(socket.getdefaulttimeout())
+        raise OSError("simulated: no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    return attempts

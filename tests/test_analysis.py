@@ -12,9 +12,10 @@ import json
 import matplotlib
 import pandas as pd
 import pytest
+from records import epoch_record, run_record
+from synthetic import mnist_data_dir
 
 from course_lib import analysis, cli, sweep
-from course_lib.data import synthetic, write_raw
 from course_lib.runlog import RUN_LOG
 from course_lib.train import TrainConfig
 
@@ -24,32 +25,28 @@ GRID = list(itertools.product([0.01, 0.1], [32, 128], ["sgd", "adam"]))  # lr, n
 
 
 def make_run(i, lr, num_units, optimizer, epochs=3, status="completed"):
-    """One run-log record. Validation accuracy is chosen so that adam > sgd, more units help,
-    lr 0.1 helps, and the last epoch is the best."""
+    """One run-log record (a dict, as a line of the log). Validation accuracy is chosen so that
+    adam > sgd, more units help, lr 0.1 helps, and the last epoch is the best."""
     final_acc = 0.80 + 0.05 * (optimizer == "adam") + 0.02 * (num_units == 128) + 0.01 * (lr == 0.1)
-    history = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": final_acc - 0.1 / e,
-                "val_loss": 1.2 / e, "val_acc": final_acc - 0.05 * (epochs - e), "lr": lr,
-                "seconds": 0.5} for e in range(1, epochs + 1)]
+    history = [epoch_record(epoch=e, train_loss=1.0 / e, train_acc=final_acc - 0.1 / e, val_loss=1.2 / e,
+                            val_acc=final_acc - 0.05 * (epochs - e), lr=lr, seconds=0.5)
+               for e in range(1, epochs + 1)]
     diverged = status == "diverged"
     last = history[-1]
-    return {
-        "run_id": f"run{i:02d}", "status": status, "dataset": "mnist-5k", "epochs": epochs,
-        "batch_size": 64, "lr": lr, "momentum": 0.9, "optimizer": optimizer,
-        "num_units": num_units, "seed": 0, "device": "cpu", "max_batches": None,
-        "resolved_dataset": "mnist-5k", "device_used": "cpu", "torch_version": "2.14.1",
-        "torchvision_version": "0.29.1", "python_version": "3.11", "course_lib_version": "0.1.0",
-        "started_at": "2025-01-01T00:00:00", "wall_seconds": 2.0, "train_seconds": 1.5,
-        "samples_per_second": 1000.0, "epochs_completed": 0 if diverged else epochs,
-        "best_epoch": None if diverged else epochs,
-        "best_val_loss": None if diverged else last["val_loss"],
-        "final_train_loss": None if diverged else last["train_loss"],
-        "final_train_acc": None if diverged else last["train_acc"],
-        "final_val_loss": None if diverged else last["val_loss"],
-        "final_val_acc": None if diverged else last["val_acc"],
-        "test_loss": None if diverged else 0.3, "test_acc": None if diverged else final_acc - 0.01,
-        "checkpoint": None if diverged else f"runs/run{i:02d}.pt",
-        "history": [] if diverged else history,
-    }
+    record = run_record(
+        run_id=f"run{i:02d}", status=status, epochs=epochs, batch_size=64, lr=lr,
+        optimizer=optimizer, num_units=num_units, epochs_completed=0 if diverged else epochs,
+        best_epoch=None if diverged else epochs,
+        best_val_loss=None if diverged else last["val_loss"],
+        final_train_loss=None if diverged else last["train_loss"],
+        final_train_acc=None if diverged else last["train_acc"],
+        final_val_loss=None if diverged else last["val_loss"],
+        final_val_acc=None if diverged else last["val_acc"],
+        test_loss=None if diverged else 0.3, test_acc=None if diverged else final_acc - 0.01,
+        checkpoint=None if diverged else f"run{i:02d}/best.pt",
+        history=[] if diverged else history,
+    )
+    return dataclasses.asdict(record)
 
 
 def write_log(directory, records):
@@ -312,9 +309,7 @@ def test_default_grid_holds_only_trainconfig_fields():
 
 @pytest.fixture(scope="module")
 def synthetic_mnist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_raw(synthetic(300, 100), root / "MNIST" / "raw")
-    return root
+    return mnist_data_dir(tmp_path_factory.mktemp("data"), 300, 100)
 
 
 def test_sweep_command_logs_one_run_per_point_and_survives_a_diverging_one(

@@ -3,15 +3,14 @@
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from synthetic import mnist_data_dir
 
 from course_lib import cli
-from course_lib.data import Split, synthetic, write_raw
+from course_lib.datasets import Split
 from course_lib.models import NeuralNet
 from course_lib.runlog import read_run_log
 from course_lib.train import TrainConfig
@@ -21,17 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_raw(synthetic(600, 200), root / "MNIST" / "raw", compress=False)
-    return root
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("simulated: no network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    return mnist_data_dir(tmp_path_factory.mktemp("data"), 600, 200)
 
 
 def _train(tmp_path, *options):

