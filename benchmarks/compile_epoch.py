@@ -21,6 +21,7 @@ import statistics
 import time
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 from course_lib.models import NeuralNet
@@ -77,6 +78,10 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available here (try --device cpu --quick)")
     device = torch.device(args.device)
+    if device.type == "cpu":
+        # Compile in this process: a pool of compile workers left running competes with the
+        # timed steps for a small CPU's cores.
+        torch._inductor.config.compile_threads = 1
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(args.samples, 1, 28, 28, generator=g).to(device),
             torch.randint(0, 10, (args.samples,), generator=g).to(device))

@@ -21,6 +21,7 @@ import platform
 import time
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
@@ -131,6 +132,10 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available here")
     device = torch.device(args.device)
+    if device.type == "cpu":
+        # Compile in this process: a pool of compile workers left running competes with the
+        # timed steps for a small CPU's cores.
+        torch._inductor.config.compile_threads = 1
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.min_seconds} s")

@@ -346,13 +346,14 @@ def test_linear_output_can_be_modified_in_place():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    lead=st.lists(st.integers(1, 4), min_size=0, max_size=3),
-    in_f=st.integers(1, 7),
-    out_f=st.integers(1, 7),
+    lead=st.lists(st.integers(0, 4), min_size=0, max_size=3),
+    in_f=st.integers(0, 7),
+    out_f=st.integers(0, 7),
     bias=st.booleans(),
     col_major=st.booleans(),
 )
 def test_linear_random_shapes(lead, in_f, out_f, bias, col_major):
+    """Any leading dimensions, zero-size ones included, as F.linear accepts them."""
     g = torch.Generator().manual_seed(len(lead) * 100 + in_f * 10 + out_f)
     x = torch.randn(*lead, in_f, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(in_f, out_f, generator=g, dtype=torch.float64)
@@ -367,6 +368,7 @@ def test_linear_random_shapes(lead, in_f, out_f, bias, col_major):
     ours.backward(grad)
     ref.backward(grad)
     for a, r in zip(ours_in, ref_in):
+        assert a.grad.shape == r.grad.shape
         torch.testing.assert_close(a.grad, r.grad)
 
 
