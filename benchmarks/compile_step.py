@@ -13,7 +13,7 @@ per-sample gradients, ``vmap`` vs a Python loop. Side by side in one run.
 
 Usage:
     python benchmarks/compile_step.py [--device cpu|cuda] [--batches 64 512 4096]
-                                      [--rounds 9] [--min-seconds 0.2] [--quick]
+                                      [--rounds 9] [--min-seconds 0.2] [--threads N] [--quick]
 """
 
 import argparse
@@ -125,8 +125,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--min-seconds", type=float, default=0.2,
                         help="length of one timed round (default 0.2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--quick", action="store_true", help="batch 64 only, 2 rounds: a smoke run")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.batches, args.rounds, args.min_seconds = [64], 2, 0.02
     if args.device == "cuda" and not torch.cuda.is_available():
