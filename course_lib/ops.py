@@ -25,7 +25,13 @@ WHERE = "course_lib::linear"
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y = x W + b`` for ``x`` ``(*, in)``, ``W`` ``(in, out)``, ``b`` ``(out,)`` or ``None``."""
     check_linear_args(input, weight, bias, where=WHERE)
-    return linear_forward(input, weight, bias)
+    device_type = input.device.type
+    if not torch.amp.is_autocast_available(device_type):
+        return linear_forward(input, weight, bias)
+    # The op is not on autocast's list: it computes in its inputs' dtype, as the fake
+    # implementation promises (cast the inputs, or use Linear_Layer, for mixed precision).
+    with torch.autocast(device_type, enabled=False):
+        return linear_forward(input, weight, bias)
 
 
 @linear.register_fake

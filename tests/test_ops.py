@@ -76,3 +76,14 @@ def test_compiles_as_one_node_without_graph_break():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     nodes = [str(n.target) for g in explanation.graphs for n in g.graph.nodes]
     assert "course_lib.linear" in nodes, nodes  # one opaque node, not traced through
+
+
+def test_under_autocast_it_computes_in_its_inputs_dtype():
+    """Not on autocast's list: output and gradients keep the inputs' dtype (the fake's promise)."""
+    x, w, b = (t.detach().float().requires_grad_() for t in make([(4, 5), (5, 3)]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = OP(x, w, b)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, F.linear(x, w.t(), b))
+    y.sum().backward()
+    assert w.grad.dtype == b.grad.dtype == torch.float32
