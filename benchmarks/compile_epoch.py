@@ -25,7 +25,7 @@ import torch._inductor.config
 import torch.nn.functional as F
 
 from course_lib.models import NeuralNet
-from linear_vs_torch import _sync
+from timing import sync
 
 
 def run_epoch(model, optimizer, images, labels, batch, precision):
@@ -52,7 +52,7 @@ def measure(mode, precision, batch, data, epochs):
     for _ in range(epochs + 1):
         start = time.perf_counter()
         loss = run_epoch(model, optimizer, images, labels, batch, precision)
-        _sync(images.device)
+        sync(images.device)
         times.append(time.perf_counter() - start)
     if not torch.isfinite(loss):
         raise RuntimeError(f"{mode} {precision} batch {batch}: the loss became {loss.item()}")

@@ -23,18 +23,12 @@ import time
 import torch
 import torch._inductor.config
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from course_lib.models import NeuralNet
-from linear_vs_torch import _sync, compare, time_per_call, train_step
-
-
-def with_torch_linear(model: NeuralNet) -> NeuralNet:
-    """The same network, its three layers replaced by ``nn.Linear`` holding the same numbers."""
-    for name in ("fc1", "fc2", "fc3"):
-        setattr(model, name, getattr(model, name).to_torch())
-    return model
+from linear_vs_torch import train_step
+from timing import compare, sync
+from train_throughput import with_torch_linear
 
 
 def contenders(batch, device):
@@ -55,7 +49,7 @@ def contenders(batch, device):
             step = train_step(model, x, y)
             start = time.perf_counter()
             step()  # eager: warm-up; compiled: traces, differentiates and generates code
-            _sync(device)
+            sync(device)
             steps[f"{mode} {layer}"] = (step, time.perf_counter() - start if mode == "compiled" else None)
     return steps
 

@@ -14,54 +14,16 @@ Usage:
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import compare
 from torch import nn
 
 from course_lib import Linear, Linear_Layer, NeuralNet
 
 SHAPES = [(784, 128), (128, 64), (64, 10)]
 BATCHES = [64, 512, 4096]
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_per_call(fn, device, min_seconds):
-    """Seconds per call of ``fn``, timed over enough calls to last about ``min_seconds``."""
-    fn()
-    _sync(device)
-    n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / n
-        n = max(n * 2, int(n * min_seconds / max(elapsed, 1e-9)) + 1)
-
-
-def compare(fns, device, rounds, min_seconds):
-    """Interleave the contenders round by round; return each one's (median, best) seconds per call.
-
-    The median is the typical round; the best round is the one least disturbed by whatever else
-    the machine was doing, so the ratio of the best rounds is the steadier estimate of the cost
-    that belongs to the code itself.
-    """
-    samples = {name: [] for name in fns}
-    order = list(fns)
-    for _ in range(rounds):
-        for name in order:
-            samples[name].append(time_per_call(fns[name], device, min_seconds))
-        order.reverse()  # who goes first alternates, so neither always follows the other
-    return {name: (statistics.median(s), min(s)) for name, s in samples.items()}
 
 
 def layer_step(linear, x, w, b, grad):

@@ -27,20 +27,15 @@ import argparse
 import itertools
 import platform
 import statistics
-import time
 
 import torch
+from timing import interleave, samples_per_second, sync
 
 from course_lib.datasets import classic_loader, load_data, load_raw
 from course_lib.models import NeuralNet
 from course_lib.train import TrainConfig, make_optimizer, resolve_device, train_epoch
 
 SAMPLES_PER_CALL = 8192  # one timed call trains on about this many samples
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def with_torch_linear(model: NeuralNet) -> NeuralNet:
@@ -66,26 +61,9 @@ def contender(batches, model, batch_size, device):
 
     def call():
         _, _, samples = train_epoch(model, itertools.islice(batches, steps), optimizer, scheduler)
-        _sync(device)
+        sync(device)
         return samples
     return call
-
-
-def measure(calls: dict, device, rounds: int, min_seconds: float) -> dict:
-    """Each contender's samples/s per round, the contenders interleaved round by round."""
-    rates = {name: [] for name in calls}
-    for name, call in calls.items():
-        call()  # warm up
-    order = list(calls)
-    for _ in range(rounds):
-        for name in order:
-            call = calls[name]
-            samples, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < min_seconds or samples == 0:
-                samples += call()
-            rates[name].append(samples / elapsed)
-        order.reverse()  # who goes first alternates, so no contender always follows another
-    return rates
 
 
 def main():
@@ -134,7 +112,9 @@ def main():
             fast = endless(lambda b=batch, g=generator, s=shift: data.train.batches(b, g, shift=s))
             calls[(pipeline, layer, batch, shift)] = contender(fast, model(layer != "custom Linear"),
                                                               batch, device)
-    rates = measure(calls, device, args.rounds, args.min_seconds)
+    for call in calls.values():
+        call()  # warm up: the first calls allocate
+    rates = interleave(calls, args.rounds, lambda call: samples_per_second(call, args.min_seconds))
     best = {name: max(r) for name, r in rates.items()}
     median = {name: statistics.median(r) for name, r in rates.items()}
 

@@ -6,6 +6,12 @@ The pieces, in the order the lessons meet them:
     layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
     models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``
     ops        ``torch.ops.course_lib.linear``, the layer as a ``torch.library`` custom op
+
+and the machinery around them (the README's "How the code is organised" has the map):
+    paths, idx, datasets   where data and runs live, the IDX file format, datasets by name
+    train, runlog          the training loop (``fit``) and the run record it logs
+    sweep, analysis, cli   sweeps, the run log read back, ``python -m course_lib``
+    checks                 student-facing checks with feedback in course terms
 """
 
 from . import ops  # registers torch.ops.course_lib.linear

@@ -1,13 +1,7 @@
-"""``python -m course_lib <command>`` (also the ``course-lib`` script).
+"""``python -m course_lib train | sweep | report`` (also the ``course-lib`` script).
 
-Each command is a function that adds its own parser, registered in ``COMMANDS`` with
-``@command("name")``; the parser it builds sets ``run``, which takes the parsed arguments and
-returns the exit code. A new command is one decorated function, nothing else to edit:
-
-    @command("report")
-    def _report(parser):
-        parser.add_argument(...)
-        parser.set_defaults(run=lambda args: ...)
+``build_parser`` lists the three commands. Each has a function that adds its options and sets
+``run``, the function that takes the parsed arguments and returns the exit code.
 """
 
 import argparse
@@ -17,25 +11,20 @@ import sys
 import warnings
 from pathlib import Path
 
-COMMANDS = {}  # name -> (help, function(parser) that adds the arguments and sets `run`)
-
-
-def command(name: str, help: str = ""):
-    """Register a subcommand builder under ``name``."""
-    def register(build):
-        COMMANDS[name] = (help or (build.__doc__ or "").strip().splitlines()[0], build)
-        return build
-    return register
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m course_lib",
         description="Linear Layer from Scratch: train and study the course's MLP.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, build) in COMMANDS.items():
-        build(sub.add_parser(name, help=help_text, description=help_text,
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    for name, help_text, add_options in (
+        ("train", "train the course MLP (NeuralNet from the custom Linear) and test it", _train),
+        ("sweep", "train every configuration of a grid (or a balanced fraction); each run is "
+                  "one line of the run log", _sweep),
+        ("report", "summarise a run log: a table of the runs, conclusions drawn from them, and "
+                   "a standalone HiPlot page", _report),
+    ):
+        add_options(sub.add_parser(name, help=help_text, description=help_text,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     return parser
 
 
@@ -68,6 +57,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
     from .datasets import DATASETS
     from .models import INITS
+    from .runlog import RUN_LOG
     from .train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
@@ -97,7 +87,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", default=d.data_dir,
         help="where datasets live (None: $COURSE_DATA_DIR, else the repository's data/)")
     add("--out-dir", default=d.out_dir,
-        help="where runs.jsonl and checkpoints go (None: $COURSE_RUNS_DIR, else the repository's runs/)")
+        help=f"where {RUN_LOG} and checkpoints go (None: $COURSE_RUNS_DIR, else the repository's runs/)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -109,7 +99,6 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
-@command("train", help="train the course MLP (NeuralNet from the custom Linear) and test it")
 def _train(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", metavar="RUN_ID_OR_PATH", default=None,
@@ -167,6 +156,10 @@ def _run_train(args) -> int:
     except Interrupted as e:
         print(f"\n{_interrupted(e)}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before the run began (loading the data): nothing was written
+        print("\ninterrupted before training started: nothing was written; run the same "
+              "command again to start", file=sys.stderr)
+        return 130
     record = result.record
     summary = {
         "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
@@ -207,15 +200,13 @@ def _interrupted(e) -> str:
 # sweep
 # --------------------------------------------------------------------------------------------
 
-@command("sweep", help="train every configuration of a grid (or a balanced fraction); "
-                       "each run is one line of the run log")
 def _sweep(parser: argparse.ArgumentParser) -> None:
-    from .sweep import default_grid
+    from .sweep import SWEEP_GRID
 
     add_config_arguments(parser)
     parser.set_defaults(epochs=5)
-    grid = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in default_grid().items())
-    parser.add_argument("--grid", metavar="NAME=V1,V2", action="append", default=argparse.SUPPRESS,
+    grid = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in SWEEP_GRID.items())
+    parser.add_argument("--grid", metavar="NAME=V1,V2", action="append", default=None,
                         help="a TrainConfig field and the values to try, one --grid per field; "
                              "the other options above are the settings every run shares "
                              f"(without --grid: {grid})")
@@ -230,7 +221,7 @@ def _run_sweep(args) -> int:
     import dataclasses
 
     from .analysis import conclusions
-    from .sweep import default_grid, parse_grid, sweep_points
+    from .sweep import SWEEP_GRID, parse_grid, sweep_points
     from .datasets import DatasetUnavailable, load_data
     from .idx import DataError
     from .paths import resolve_out_dir
@@ -238,7 +229,7 @@ def _run_sweep(args) -> int:
     from .train import TrainingDiverged, fit, resolve_device
 
     try:
-        grid = parse_grid(args.grid) if hasattr(args, "grid") else default_grid()
+        grid = parse_grid(args.grid) if args.grid else SWEEP_GRID
         points = sweep_points(grid, args.fraction)
         base = config_from_args(args)
         configs = [dataclasses.replace(base, **point) for point in points]  # each one validated
@@ -275,10 +266,10 @@ def _run_sweep(args) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@command("report", help="summarise a run log: a table of the runs, conclusions drawn from them, "
-                        "and a standalone HiPlot page")
 def _report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="the folder holding runs.jsonl (or the file)")
+    from .runlog import RUN_LOG
+
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help=f"the folder holding {RUN_LOG} (or the file)")
     parser.add_argument("--html", metavar="OUT.html", default=None,
                         help="write HiPlot's parallel plot of the runs (one line per run) as one "
                              "HTML file that opens offline in any browser")

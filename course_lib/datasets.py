@@ -308,11 +308,12 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def classic_loader(images: Tensor, labels: Tensor, mean: float, std: float, batch_size: int = 64,
-                   shuffle: bool = True, seed: int = 0) -> torch.utils.data.DataLoader:
-    """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize`` in a ``DataLoader``."""
+                   seed: int | None = 0) -> torch.utils.data.DataLoader:
+    """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize`` in a ``DataLoader``,
+    shuffled by ``seed`` (``None``: in order)."""
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(ImageDataset(images, labels, transform),
-                                       batch_size=batch_size, shuffle=shuffle, generator=generator)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.utils.data.DataLoader(ImageDataset(images, labels, transform), batch_size=batch_size,
+                                       shuffle=seed is not None, generator=generator)

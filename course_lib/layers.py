@@ -127,19 +127,3 @@ class LearnedSiLUModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"slope={self.slope.item():.4g}"
-
-
-class FunctionModule(nn.Module):
-    """Wrap a one-input ``torch.autograd.Function`` (e.g. ``functions.Tanh``) as a module."""
-
-    def __init__(self, function):
-        super().__init__()
-        if not (isinstance(function, type) and issubclass(function, torch.autograd.Function)):
-            raise TypeError(f"FunctionModule expects an autograd Function class, got {function!r}")
-        self.function = function
-
-    def forward(self, x):
-        return self.function.apply(x)
-
-    def extra_repr(self) -> str:
-        return self.function.__name__

@@ -3,37 +3,21 @@
 import torch
 from torch import nn
 
-from .layers import FunctionModule, Linear, ScaledReLU
-
-
-def _activation_module(activation) -> nn.Module:
-    """Accept an ``nn.Module`` instance or class, or an autograd ``Function`` class."""
-    if isinstance(activation, nn.Module):
-        return activation
-    if isinstance(activation, type) and issubclass(activation, nn.Module):
-        return activation()
-    if isinstance(activation, type) and issubclass(activation, torch.autograd.Function):
-        return FunctionModule(activation)
-    raise TypeError(
-        "activation must be an nn.Module (class or instance) or an autograd Function class, "
-        f"got {activation!r}"
-    )
+from .layers import Linear, ScaledReLU
 
 
 class NeuralNet(nn.Module):
     """The lesson's MNIST classifier: 784 -> num_units -> num_units//2 -> 10.
 
-    Each hidden layer is a ``course_lib.layers.Linear`` followed by the activation; the last layer
-    returns logits (``nn.CrossEntropyLoss`` applies the softmax). Images of shape ``(B, 1, 28, 28)``
-    are flattened to ``(B, 784)``.
+    Each hidden layer is a ``course_lib.layers.Linear`` followed by a ReLU; the last layer returns
+    logits (``nn.CrossEntropyLoss`` applies the softmax). Images of shape ``(B, 1, 28, 28)`` are
+    flattened to ``(B, 784)``.
 
     Args:
         num_units: width of the first hidden layer (the second has ``num_units // 2``).
-        activation: ``nn.ReLU`` by default; any ``nn.Module`` class or instance, or an autograd
-            Function class such as ``course_lib.functions.ReLU``.
     """
 
-    def __init__(self, num_units: int = 128, activation=nn.ReLU):
+    def __init__(self, num_units: int = 128):
         super().__init__()
         if isinstance(num_units, bool) or not isinstance(num_units, int) or num_units < 2:
             raise ValueError(f"NeuralNet: num_units must be an integer >= 2, got {num_units!r}")
@@ -41,7 +25,7 @@ class NeuralNet(nn.Module):
         self.fc1 = Linear(784, num_units)
         self.fc2 = Linear(num_units, num_units // 2)
         self.fc3 = Linear(num_units // 2, 10)
-        self.activation = _activation_module(activation)
+        self.activation = nn.ReLU()
 
     def forward(self, x):
         if x.dim() > 2:

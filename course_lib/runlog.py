@@ -94,6 +94,10 @@ class RunRecord:
     input_std: float
     history: list  # one EpochRecord (as a dict) per epoch
 
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"RunRecord: status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+
     @classmethod
     def columns(cls) -> list:
         """The field names, in order: the run log's columns."""

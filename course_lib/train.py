@@ -389,14 +389,15 @@ class _Run:
     progress: Progress
     steps: int  # training batches per epoch
     resumed_at: int
+    clock: float  # perf_counter() when this session started, or ended its last epoch
+    started_at: str  # ISO 8601, UTC
     best_state: dict | None = None  # the best epoch's weights, once this session has seen it
-    clock: float = field(default_factory=time.perf_counter)
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @classmethod
     def start(cls, config, resume, data, hooks: Hooks) -> "_Run":
         """Check the runs folder, load the data, build the model and optimizer: fresh from
         ``config.seed``, or restored from ``resume``'s ``last.pt``."""
+        clock, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
         out_dir = resolve_out_dir(config.out_dir if config else None)
         checkpoint = None
         if resume is not None:
@@ -416,7 +417,7 @@ class _Run:
         generator = torch.Generator(device=device).manual_seed(config.seed)
         progress = checkpoint.progress if checkpoint else Progress(_new_run_id(out_dir))
         run = cls(config, out_dir, device, data, hooks, model, optimizer, scheduler, generator,
-                  progress, steps, resumed_at=progress.epoch)
+                  progress, steps, resumed_at=progress.epoch, clock=clock, started_at=started_at)
         if checkpoint is not None:
             run.restore(checkpoint.states)
         return run

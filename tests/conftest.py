@@ -31,3 +31,11 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket.socket, "connect_ex", no_network)
     return attempts
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    """A runs folder whose run log is the made-up sweep of ``records.sweep_log``."""
+    from records import sweep_log
+
+    return sweep_log(tmp_path / "runs")

@@ -1,8 +1,11 @@
-"""Test-only run records: complete ``RunRecord``s built through the schema, for run-log fixtures."""
+"""Test-only run records: complete ``RunRecord``s built through the schema, for run-log fixtures,
+and a made-up sweep whose every expected number is known in advance."""
 
 import dataclasses
+import itertools
+import json
 
-from course_lib.runlog import EpochRecord, RunRecord
+from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord
 from course_lib.train import TrainConfig
 
 
@@ -27,3 +30,46 @@ def run_record(**changes) -> RunRecord:
         checkpoint="run00/best.pt", input_mean=0.13, input_std=0.31, history=[epoch_record()],
     )
     return RunRecord(**{**values, **changes})
+
+
+GRID = list(itertools.product([0.01, 0.1], [32, 128], ["sgd", "adam"]))  # lr, num_units, optimizer
+
+
+def make_run(i, lr, num_units, optimizer, epochs=3, status="completed"):
+    """One run-log record (a dict, as a line of the log). Validation accuracy is chosen so that
+    adam > sgd, more units help, lr 0.1 helps, and the last epoch is the best."""
+    final_acc = 0.80 + 0.05 * (optimizer == "adam") + 0.02 * (num_units == 128) + 0.01 * (lr == 0.1)
+    history = [epoch_record(epoch=e, train_loss=1.0 / e, train_acc=final_acc - 0.1 / e, val_loss=1.2 / e,
+                            val_acc=final_acc - 0.05 * (epochs - e), lr=lr, seconds=0.5)
+               for e in range(1, epochs + 1)]
+    diverged = status == "diverged"
+    last = history[-1]
+    record = run_record(
+        run_id=f"run{i:02d}", status=status, epochs=epochs, batch_size=64, lr=lr,
+        optimizer=optimizer, num_units=num_units, epochs_completed=0 if diverged else epochs,
+        best_epoch=None if diverged else epochs,
+        best_val_loss=None if diverged else last["val_loss"],
+        final_train_loss=None if diverged else last["train_loss"],
+        final_train_acc=None if diverged else last["train_acc"],
+        final_val_loss=None if diverged else last["val_loss"],
+        final_val_acc=None if diverged else last["val_acc"],
+        test_loss=None if diverged else 0.3, test_acc=None if diverged else final_acc - 0.01,
+        checkpoint=None if diverged else f"run{i:02d}/best.pt",
+        history=[] if diverged else history,
+    )
+    return dataclasses.asdict(record)
+
+
+def write_log(directory, records):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / RUN_LOG, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return directory
+
+
+def sweep_log(directory):
+    """``directory/runs.jsonl`` holding a run per point of ``GRID`` and one diverged run."""
+    records = [make_run(i, *combo) for i, combo in enumerate(GRID)]
+    records.append(make_run(len(GRID), 1.0, 128, "sgd", status="diverged"))
+    return write_log(directory, records)

@@ -6,62 +6,25 @@ up so that every expected value is known in advance.
 """
 
 import dataclasses
-import itertools
 import json
 
 import matplotlib
 import pandas as pd
 import pytest
-from records import epoch_record, run_record
-from synthetic import mnist_data_dir
+from pages import external_references
+from records import GRID, make_run, write_log
 
-from course_lib import analysis, cli, sweep
-from course_lib.runlog import RUN_LOG
-from course_lib.train import TrainConfig
+from course_lib import analysis
+from course_lib.runlog import RUN_LOG, STATUSES, EpochRecord, RunRecord
 
 matplotlib.use("Agg")
 
-GRID = list(itertools.product([0.01, 0.1], [32, 128], ["sgd", "adam"]))  # lr, num_units, optimizer
 
-
-def make_run(i, lr, num_units, optimizer, epochs=3, status="completed"):
-    """One run-log record (a dict, as a line of the log). Validation accuracy is chosen so that
-    adam > sgd, more units help, lr 0.1 helps, and the last epoch is the best."""
-    final_acc = 0.80 + 0.05 * (optimizer == "adam") + 0.02 * (num_units == 128) + 0.01 * (lr == 0.1)
-    history = [epoch_record(epoch=e, train_loss=1.0 / e, train_acc=final_acc - 0.1 / e, val_loss=1.2 / e,
-                            val_acc=final_acc - 0.05 * (epochs - e), lr=lr, seconds=0.5)
-               for e in range(1, epochs + 1)]
-    diverged = status == "diverged"
-    last = history[-1]
-    record = run_record(
-        run_id=f"run{i:02d}", status=status, epochs=epochs, batch_size=64, lr=lr,
-        optimizer=optimizer, num_units=num_units, epochs_completed=0 if diverged else epochs,
-        best_epoch=None if diverged else epochs,
-        best_val_loss=None if diverged else last["val_loss"],
-        final_train_loss=None if diverged else last["train_loss"],
-        final_train_acc=None if diverged else last["train_acc"],
-        final_val_loss=None if diverged else last["val_loss"],
-        final_val_acc=None if diverged else last["val_acc"],
-        test_loss=None if diverged else 0.3, test_acc=None if diverged else final_acc - 0.01,
-        checkpoint=None if diverged else f"run{i:02d}/best.pt",
-        history=[] if diverged else history,
-    )
-    return dataclasses.asdict(record)
-
-
-def write_log(directory, records):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / RUN_LOG, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    return directory
-
-
-@pytest.fixture
-def log_dir(tmp_path):
-    records = [make_run(i, *combo) for i, combo in enumerate(GRID)]
-    records.append(make_run(len(GRID), 1.0, 128, "sgd", status="diverged"))
-    return write_log(tmp_path / "runs", records)
+def test_what_analysis_reads_is_in_the_schema():
+    columns = RunRecord.columns()
+    assert set(analysis.HYPERPARAMETERS) <= set(columns) and set(analysis.RUN_METRICS) <= set(columns)
+    assert set(analysis.EPOCH_METRICS) <= {f.name for f in dataclasses.fields(EpochRecord)}
+    assert set(analysis.NO_RESULT_BECAUSE) == set(STATUSES) - {"completed"}
 
 
 @pytest.fixture
@@ -157,9 +120,11 @@ def test_epochs_experiment_links_each_epoch_to_the_previous_one_of_its_run(runs)
 
 
 def test_write_html_writes_a_standalone_page_with_every_run(runs, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "runs.html").write_text("previous report")
     path = analysis.write_html(analysis.runs_experiment(runs), tmp_path / "out" / "runs.html")
     html = path.read_text(encoding="utf-8")
-    assert analysis.external_references(html) == []
+    assert external_references(html) == []
     assert "hiplot.render" in html and len(html) > 1_000_000  # HiPlot's bundle is inlined
     for run_id in runs["run_id"]:
         assert f'"{run_id}"' in html or f'\\"{run_id}\\"' in html
@@ -170,18 +135,7 @@ def test_external_references_finds_what_a_page_would_fetch():
     html = ('<link rel="stylesheet" href="https://cdn.example/x.css"><script src="app.js"></script>'
             '<img src="data:image/png;base64,AAAA"><a href="https://example.org">a link</a>'
             '<script>var inline = 1;</script>')
-    assert analysis.external_references(html) == ["https://cdn.example/x.css", "app.js"]
-
-
-def test_write_html_refuses_a_page_that_is_not_standalone_and_keeps_the_old_file(
-        runs, tmp_path, monkeypatch):
-    path = tmp_path / "runs.html"
-    path.write_text("previous report")
-    experiment = analysis.runs_experiment(runs)
-    monkeypatch.setattr(experiment, "to_html", lambda: '<script src="https://cdn/x.js"></script>')
-    with pytest.raises(RuntimeError, match=r"would load \['https://cdn/x.js'\]"):
-        analysis.write_html(experiment, path)
-    assert path.read_text() == "previous report"
+    assert external_references(html) == ["https://cdn.example/x.css", "app.js"]
 
 
 def test_hyperparameter_effects_are_the_group_means(runs):
@@ -267,102 +221,3 @@ def test_plot_curves_can_colour_runs_by_a_hyperparameter(runs):
     matplotlib.pyplot.close(fig)
 
 
-# --- The sweep and report commands ----------------------------------------------------------
-
-def test_sweep_points_is_the_whole_grid_in_order():
-    points = sweep.sweep_points({"lr": [0.1, 0.01], "num_units": [32, 64, 128]})
-    assert points == [{"lr": lr, "num_units": n} for lr in (0.1, 0.01) for n in (32, 64, 128)]
-
-
-def test_sweep_fraction_is_balanced_for_every_pair_of_hyperparameters():
-    grid = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
-            "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
-    points = sweep.sweep_points(grid, fraction=True)
-    assert len(points) == 8 and len({tuple(p.values()) for p in points}) == 8
-    assert points[0] == {name: values[0] for name, values in grid.items()}
-    for a, b in itertools.combinations(grid, 2):
-        pairs = [(p[a], p[b]) for p in points]
-        assert sorted(set(pairs)) == sorted(itertools.product(grid[a], grid[b]))
-        assert all(pairs.count(pair) == 2 for pair in set(pairs)), (a, b, pairs)
-    assert len(sweep.sweep_points(dict(list(grid.items())[:3]), fraction=True)) == 4
-    with pytest.raises(ValueError, match="exactly two values per hyperparameter; num_units has"):
-        sweep.sweep_points({"lr": [1, 2], "num_units": [8, 16, 32]}, fraction=True)
-
-
-def test_parse_grid_types_the_values_and_names_the_mistakes():
-    assert sweep.parse_grid(["lr=0.01,0.1", "num-units=32,64", "optimizer=sgd,adam",
-                           "max_batches=None,5"]) == {
-        "lr": [0.01, 0.1], "num_units": [32, 64], "optimizer": ["sgd", "adam"],
-        "max_batches": [None, 5]}
-    with pytest.raises(ValueError, match="'width' is not a TrainConfig field; choose from"):
-        sweep.parse_grid(["width=1,2"])
-    with pytest.raises(ValueError, match="write NAME=VALUE1,VALUE2"):
-        sweep.parse_grid(["lr"])
-
-
-def test_default_grid_holds_only_trainconfig_fields():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    grid = sweep.default_grid()
-    assert {"lr", "num_units", "batch_size", "optimizer"} <= set(grid) <= fields
-    assert all(len(values) == 2 for values in grid.values())
-
-
-@pytest.fixture(scope="module")
-def synthetic_mnist(tmp_path_factory):
-    return mnist_data_dir(tmp_path_factory.mktemp("data"), 300, 100)
-
-
-def test_sweep_command_logs_one_run_per_point_and_survives_a_diverging_one(
-        tmp_path, synthetic_mnist, capsys):
-    out = tmp_path / "runs"
-    code = cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(synthetic_mnist),
-                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "2",
-                     "--max-batches", "3", "--batch-size", "32", "--grid", "lr=0.05,1e6",
-                     "--grid", "num_units=16,32"])
-    printed = capsys.readouterr().out
-    assert code == 0
-    runs = analysis.load_runs(out)
-    assert [(r.lr, r.num_units) for r in runs.itertuples()] == [
-        (0.05, 16), (0.05, 32), (1e6, 16), (1e6, 32)]
-    assert set(runs["epochs"]) == {2} and set(runs["max_batches"]) == {3}
-    assert list(runs["status"]) == ["completed", "completed", "diverged", "diverged"]
-    assert "sweep: 4 runs over lr, num_units on mnist, 2 epochs each" in printed
-    assert "[3/4] lr=1000000.0 num_units=16: diverged" in printed
-    assert "4 runs: 2 completed, 2 diverged." in printed
-    assert f"python -m course_lib report {out} --html {out / 'report.html'}" in printed
-    # A second sweep appends to the log; its summary covers only its own runs.
-    assert cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(synthetic_mnist),
-                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "1",
-                     "--max-batches", "2", "--grid", "lr=0.05,0.01"]) == 0
-    assert "2 runs: 2 completed." in capsys.readouterr().out
-    assert len(analysis.load_runs(out)) == 6
-
-
-def test_sweep_command_rejects_a_bad_grid_before_training(tmp_path, capsys):
-    code = cli.main(["sweep", "--out-dir", str(tmp_path), "--grid", "num_units=1,2"])
-    assert code == 2
-    assert "num_units must be a positive integer" in capsys.readouterr().err
-    assert not (tmp_path / RUN_LOG).exists()
-
-
-def test_report_command_prints_the_runs_and_writes_html_and_figure(log_dir, tmp_path, capsys):
-    html, epochs_html, figure = tmp_path / "r.html", tmp_path / "e.html", tmp_path / "f.png"
-    code = cli.main(["report", str(log_dir), "--html", str(html), "--epochs-html",
-                     str(epochs_html), "--figure", str(figure)])
-    printed = capsys.readouterr().out
-    assert code == 0
-    for i in range(len(GRID) + 1):
-        assert f"run{i:02d}" in printed
-    assert "Best run by final_val_acc: run07 (lr=0.1, num_units=128, optimizer=adam)" in printed
-    assert analysis.external_references(html.read_text()) == []
-    assert '\\"run07\\"' in html.read_text() or '"run07"' in html.read_text()
-    assert "run07/3" in epochs_html.read_text()
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_report_command_errors(tmp_path, log_dir, capsys):
-    assert cli.main(["report", str(tmp_path / "nowhere")]) == 1
-    assert "no run log at" in capsys.readouterr().err
-    assert cli.main(["report", str(log_dir), "--metric", "val_accuracy"]) == 2
-    err = capsys.readouterr().err
-    assert "'val_accuracy' is not in the run log; choose one of" in err and "final_val_acc" in err

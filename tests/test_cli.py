@@ -1,18 +1,23 @@
-"""``python -m course_lib train``: end to end in fast mode, on synthetic IDX files in tmp folders."""
+"""``python -m course_lib train | sweep | report``: end to end in fast mode, on synthetic IDX files and
+made-up run logs in tmp folders."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from pages import external_references
+from records import GRID
 from synthetic import mnist_data_dir
 
-from course_lib import cli
+from course_lib import analysis, cli
 from course_lib.datasets import Split
 from course_lib.models import NeuralNet
-from course_lib.runlog import read_run_log
+from course_lib.runlog import RUN_LOG, read_run_log
 from course_lib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,24 +187,86 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, dat
     assert "nothing to resume" in err and "--resume" not in err
 
 
-def test_commands_are_registered_by_name(monkeypatch, capsys):
-    """A later command (sweep, report) is one decorated builder; main() dispatches to it."""
-    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+def test_ctrl_c_while_the_data_loads_is_a_clean_exit(tmp_path, data_dir, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
 
-    @cli.command("hello", help="say hello")
-    def _hello(parser):
-        parser.add_argument("--name", default="world", help="who to greet")
-        parser.set_defaults(run=lambda args: print(f"hello {args.name}") or 7)
-
-    assert cli.main(["hello", "--name", "you"]) == 7
-    assert capsys.readouterr().out == "hello you\n"
-    assert "train" in cli.COMMANDS
+    monkeypatch.setattr("course_lib.train.load_data", interrupted)
+    assert _train(tmp_path, "--dataset", "mnist", "--data-dir", str(data_dir)) == 130
+    assert "interrupted before training started: nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / RUN_LOG).exists()
 
 
-def test_python_dash_m_course_lib_runs():
-    done = subprocess.run([sys.executable, "-m", "course_lib", "train", "--help"], cwd=ROOT,
+def test_python_dash_m_course_lib_lists_its_commands_and_needs_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "course_lib", "--help"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--summary-json" in done.stdout
+    assert done.returncode == 0
+    listed = re.findall(r"^    (\w+)\s+\S", done.stdout, flags=re.M)
+    assert listed == ["train", "sweep", "report"]
+    assert "train the course MLP" in done.stdout and "standalone HiPlot page" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "course_lib"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "the following arguments are required: COMMAND" in done.stderr
+
+
+# --- sweep and report --------------------------------------------------------------------
+
+
+def test_sweep_command_logs_one_run_per_point_and_survives_a_diverging_one(
+        tmp_path, data_dir, capsys):
+    out = tmp_path / "runs"
+    code = cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(data_dir),
+                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "2",
+                     "--max-batches", "3", "--batch-size", "32", "--grid", "lr=0.05,1e6",
+                     "--grid", "num_units=16,32"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    runs = analysis.load_runs(out)
+    assert [(r.lr, r.num_units) for r in runs.itertuples()] == [
+        (0.05, 16), (0.05, 32), (1e6, 16), (1e6, 32)]
+    assert set(runs["epochs"]) == {2} and set(runs["max_batches"]) == {3}
+    assert list(runs["status"]) == ["completed", "completed", "diverged", "diverged"]
+    assert "sweep: 4 runs over lr, num_units on mnist, 2 epochs each" in printed
+    assert "[3/4] lr=1000000.0 num_units=16: diverged" in printed
+    assert "4 runs: 2 completed, 2 diverged." in printed
+    assert f"python -m course_lib report {out} --html {out / 'report.html'}" in printed
+    # A second sweep appends to the log; its summary covers only its own runs.
+    assert cli.main(["sweep", "--dataset", "mnist", "--data-dir", str(data_dir),
+                     "--out-dir", str(out), "--device", "cpu", "--quiet", "--epochs", "1",
+                     "--max-batches", "2", "--grid", "lr=0.05,0.01"]) == 0
+    assert "2 runs: 2 completed." in capsys.readouterr().out
+    assert len(analysis.load_runs(out)) == 6
+
+
+def test_sweep_command_rejects_a_bad_grid_before_training(tmp_path, capsys):
+    code = cli.main(["sweep", "--out-dir", str(tmp_path), "--grid", "num_units=1,2"])
+    assert code == 2
+    assert "num_units must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / RUN_LOG).exists()
+
+
+def test_report_command_prints_the_runs_and_writes_html_and_figure(log_dir, tmp_path, capsys):
+    html, epochs_html, figure = tmp_path / "r.html", tmp_path / "e.html", tmp_path / "f.png"
+    code = cli.main(["report", str(log_dir), "--html", str(html), "--epochs-html",
+                     str(epochs_html), "--figure", str(figure)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for i in range(len(GRID) + 1):
+        assert f"run{i:02d}" in printed
+    assert "Best run by final_val_acc: run07 (lr=0.1, num_units=128, optimizer=adam)" in printed
+    assert external_references(html.read_text()) == []
+    assert '\\"run07\\"' in html.read_text() or '"run07"' in html.read_text()
+    assert "run07/3" in epochs_html.read_text()
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_command_errors(tmp_path, log_dir, capsys):
+    assert cli.main(["report", str(tmp_path / "nowhere")]) == 1
+    assert "no run log at" in capsys.readouterr().err
+    assert cli.main(["report", str(log_dir), "--metric", "val_accuracy"]) == 2
+    err = capsys.readouterr().err
+    assert "'val_accuracy' is not in the run log; choose one of" in err and "final_val_acc" in err
 
 
 @pytest.mark.slow

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import DEVICES
-from course_lib.layers import FunctionModule, LearnedSiLUModule, Linear, ScaledReLU
-from course_lib.functions import Tanh
+from course_lib.layers import LearnedSiLUModule, Linear, ScaledReLU
 from course_lib.models import NeuralNet
 
 
@@ -170,15 +169,6 @@ def test_learned_silu_module_learns_its_slope():
     opt.step()
     assert module.slope.item() > 0.5
     assert repr(LearnedSiLUModule(1.5)) == "LearnedSiLUModule(slope=1.5)"
-
-
-def test_function_module_wraps_a_function():
-    module = FunctionModule(Tanh)
-    x = torch.randn(3)
-    torch.testing.assert_close(module(x), torch.tanh(x))
-    assert "Tanh" in repr(module)
-    with pytest.raises(TypeError, match="expects an autograd Function class"):
-        FunctionModule(torch.tanh)
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ import matplotlib.font_manager  # noqa: E402, F401
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-LESSONS = ["01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
-           "07_custom_autograd_functions", "09_custom_layers_and_models"]
+# The README's lesson table: one row per lesson, "| N | `notebooks/NN_name.ipynb` | ... |".
+LESSON_ROW = re.compile(r"^\| *(\d+) *\| *`notebooks/((\d\d)_\w+)\.ipynb` *\|", flags=re.M)
 
 MAX_NOTEBOOK_BYTES = 1_000_000
 MAX_OUTPUT_BYTES = 200_000
@@ -74,9 +74,16 @@ def public_names() -> set:
     return names
 
 
-def test_the_lessons_exist():
-    present = {p.stem for p in NOTEBOOKS}
-    assert set(LESSONS) <= present, f"missing lesson notebooks: {sorted(set(LESSONS) - present)}"
+def test_every_lesson_is_in_the_readme_table_and_every_row_is_a_lesson():
+    rows = LESSON_ROW.findall((REPO / "README.md").read_text(encoding="utf-8"))
+    listed = [name for _, name, _ in rows]
+    present = [p.stem for p in NOTEBOOKS]
+    assert len(listed) >= 7, f"the README's lesson table lists only {listed}"
+    assert sorted(set(listed) - set(present)) == [], "README rows without a notebook"
+    assert sorted(set(present) - set(listed)) == [], "notebooks missing from the README's lesson table"
+    assert listed == sorted(listed), "the README's lesson table is not in reading order"
+    assert all(int(number) == int(prefix) for number, _, prefix in rows), \
+        f"a lesson's number differs from its file's: {rows}"
 
 
 @pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

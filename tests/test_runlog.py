@@ -136,3 +136,8 @@ def test_atomic_write_to_an_impossible_path_names_it_and_leaves_nothing(tmp_path
     with pytest.raises(NotWritable, match=r"cannot write .*blocker.sub.x\.json"):
         atomic_write(blocker / "sub" / "x.json", "{}")
     assert blocker.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_a_record_with_an_unknown_status_is_refused():
+    with pytest.raises(ValueError, match="status must be one of completed, interrupted, diverged, failed, got 'done'"):
+        run_record(status="done")

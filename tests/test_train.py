@@ -7,19 +7,22 @@ directory, so the whole path (files -> fit -> checkpoints -> run log) runs witho
 import dataclasses
 import json
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DEVICES
+from torch import nn
 from synthetic import mnist_data_dir
 
 from course_lib import train as train_module
 from course_lib.datasets import Split, load_data
 from course_lib.models import NeuralNet
 from course_lib.runlog import RUN_LOG, EpochRecord, NotWritable, RunRecord, read_run_log
-from course_lib.train import (Checkpoint, Interrupted, TrainConfig, TrainingDiverged, evaluate, fit, resolve_device,
-                              train_epoch)
+from course_lib.train import (Checkpoint, Hooks, Interrupted, TrainConfig, TrainingDiverged, evaluate, fit,
+                              make_optimizer, resolve_device, train_epoch)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,68 @@ def test_train_epoch_takes_sgd_steps_and_reports_sums():
 
 
 # ---------------------------------------------------------------------------------------------
+# make_optimizer: the update rules and the learning-rate schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def _lrs(config, steps_per_epoch):
+    """The learning rate before each of the run's batches, and after the last one."""
+    optimizer, scheduler = make_optimizer(config, NeuralNet(8), steps_per_epoch)
+    lrs = []
+    for _ in range(config.epochs * steps_per_epoch + 1):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_cosine_schedule_follows_its_formula_down_to_zero():
+    config = TrainConfig(epochs=2, lr=0.4)
+    expected = [0.4 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(11)]  # T = 2 x 5 batches
+    assert _lrs(config, 5) == pytest.approx(expected, abs=1e-12)
+    assert _lrs(config, 5)[5] == pytest.approx(0.2) and _lrs(config, 5)[-1] == pytest.approx(0.0, abs=1e-12)
+    assert _lrs(dataclasses.replace(config, schedule="constant"), 5) == [0.4] * 11
+
+
+def _one_step(config, grad: float, value: float = 1.0) -> float:
+    """A parameter's value after one optimizer step from ``value`` with gradient ``grad``."""
+    model = nn.Linear(1, 1, bias=False)
+    optimizer, _ = make_optimizer(config, model, steps_per_epoch=1)
+    with torch.no_grad():
+        model.weight.fill_(value)
+    model.weight.grad = torch.full_like(model.weight, grad)
+    optimizer.step()
+    return model.weight.item()
+
+
+def test_sgd_takes_nesterov_steps():
+    """Nesterov momentum's first step is lr * (1 + momentum) * grad (PyTorch's SGD documentation);
+    plain momentum's would be lr * grad."""
+    sgd = TrainConfig(lr=0.1, momentum=0.9)
+    assert _one_step(sgd, grad=2.0) == pytest.approx(1.0 - 0.1 * 1.9 * 2.0)
+    assert _one_step(dataclasses.replace(sgd, momentum=0.0), grad=2.0) == pytest.approx(1.0 - 0.1 * 2.0)
+
+
+def test_weight_decay_pulls_the_weights_towards_zero():
+    """With a zero gradient, SGD's step is lr * (1 + momentum) * weight_decay * w."""
+    decayed = TrainConfig(lr=0.1, momentum=0.9, weight_decay=0.5)
+    assert _one_step(decayed, grad=0.0, value=2.0) == pytest.approx(2.0 - 0.1 * 1.9 * 0.5 * 2.0)
+    assert _one_step(dataclasses.replace(decayed, weight_decay=0.0), grad=0.0, value=2.0) == 2.0
+    adam = TrainConfig(optimizer="adam", lr=0.01, weight_decay=0.5)
+    assert _one_step(adam, grad=0.0, value=2.0) < 2.0  # Adam adds weight_decay * w to the gradient
+
+
+def test_adam_first_step_is_lr_times_the_gradients_sign():
+    """Adam's first step, bias-corrected, is lr * g / (|g| + eps): lr in the gradient's direction,
+    whatever the gradient's size; its default lr is 0.002."""
+    adam = TrainConfig(optimizer="adam")
+    optimizer, _ = make_optimizer(adam, NeuralNet(8), 1)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.002
+    for grad in (1e-3, 5.0, -40.0):
+        assert _one_step(adam, grad=grad) == pytest.approx(1.0 - 0.002 * math.copysign(1, grad), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
 # fit: files written, determinism
 # ---------------------------------------------------------------------------------------------
 
@@ -141,6 +206,29 @@ def test_init_randn_is_recorded_and_starts_from_other_weights(config):
     assert randn.record.init == "randn" and default.record.init == "default"
     # the source lesson's std-1 weights start far worse than nn.Linear's initialisation
     assert randn.record.history[0]["train_loss"] > 2 * default.record.history[0]["train_loss"]
+
+
+def test_the_logged_lr_is_each_epochs_first_batch_lr(config):
+    record = fit(dataclasses.replace(config, epochs=3, max_batches=2, lr=0.3), progress=False).record
+    expected = [0.3 * (1 + math.cos(math.pi * t / 6)) / 2 for t in (0, 2, 4)]  # 3 epochs x 2 batches
+    assert [row["lr"] for row in record.history] == pytest.approx(expected)
+    assert record.lr == 0.3
+
+
+def test_the_default_shift_moves_every_training_batch_and_no_evaluation_batch(config, monkeypatch):
+    assert TrainConfig().shift == 1 and config.shift == 1
+    original, calls = Split.batches, []
+
+    def spy(self, batch_size, generator=None, shift=0):
+        calls.append(("train" if generator is not None else "eval", shift))
+        return original(self, batch_size, generator, shift)
+
+    monkeypatch.setattr(Split, "batches", spy)
+    shifted = fit(dataclasses.replace(config, epochs=2, max_batches=3), progress=False)
+    assert calls == [("train", 1), ("eval", 0)] * 2 + [("eval", 0)]  # 2 epochs, then the test
+    monkeypatch.undo()
+    unshifted = fit(dataclasses.replace(config, epochs=2, max_batches=3, shift=0), progress=False)
+    assert shifted.record.history[0]["train_loss"] != unshifted.record.history[0]["train_loss"]
 
 
 def test_max_batches_is_the_fast_mode(config):
@@ -248,6 +336,67 @@ def test_nan_in_the_data_stops_the_run(config, monkeypatch):
         fit(config, progress=False)
 
 
+def test_no_finite_validation_loss_is_a_diverged_run(config):
+    data = load_data("mnist", "cpu", config.data_dir)
+    data.val.images[:] = float("nan")  # training is fine; every validation loss is NaN
+    with pytest.raises(TrainingDiverged, match="no epoch gave a finite validation loss"):
+        fit(dataclasses.replace(config, epochs=2, max_batches=2), data=data, progress=False)
+    record = read_run_log(config.out_dir).iloc[-1]
+    assert record["status"] == "diverged" and record["epochs_completed"] == 2
+    assert record["best_epoch"] is None or math.isnan(record["best_epoch"])
+    assert record["checkpoint"] is None and pd.isna(record["test_acc"])
+
+
+def test_an_error_during_the_run_is_logged_as_failed_and_raised(config):
+    def broken(row, model):
+        raise RuntimeError("a bug in an epoch callback")
+
+    with pytest.raises(RuntimeError, match="a bug in an epoch callback"):
+        fit(dataclasses.replace(config, epochs=2, max_batches=2), progress=False, hooks=Hooks(on_epoch=broken))
+    record = read_run_log(config.out_dir).iloc[-1]
+    assert record["status"] == "failed" and record["epochs_completed"] == 1
+    assert (Path(config.out_dir) / record["run_id"] / "last.pt").is_file()  # it can be resumed
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks: what a data-parallel run changes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_process_that_does_not_write_leaves_no_file_and_still_tests_the_best_epoch(config):
+    seen = []
+
+    def evaluate_and_note(model, split):
+        seen.append(len(split))
+        return train_module.evaluate_split(model, split)
+
+    hooks = Hooks(should_write=False, evaluate=evaluate_and_note)
+    result = fit(dataclasses.replace(config, epochs=2, max_batches=2), progress=False, hooks=hooks)
+    assert not Path(config.out_dir).exists()
+    assert result.record.status == "completed" and result.record.epochs_completed == 2
+    assert seen == [50, 50, 200]  # validation after each epoch, then the test split
+    test = load_data("mnist", "cpu", config.data_dir).test
+    assert evaluate(result.model, test.batches(64))[1] == pytest.approx(result.test_acc)
+
+
+def test_the_batch_source_and_the_wrapped_model_are_what_trains(config):
+    sizes, wrapped = [], []
+
+    def half_batches(split, config, generator, steps):  # e.g. one process's half of each batch
+        for images, labels in train_module.shuffled_batches(split, config, generator, steps):
+            sizes.append(len(labels[::2]))
+            yield images[::2], labels[::2]
+
+    def wrap(model):
+        wrapped.append(model)
+        return model
+
+    hooks = Hooks(batches=half_batches, wrap=wrap)
+    result = fit(dataclasses.replace(config, epochs=2, max_batches=3), progress=False, hooks=hooks)
+    assert sizes == [16] * 6 and len(wrapped) == 2 and wrapped[0] is result.model
+    assert result.record.samples_per_second * result.record.train_seconds == pytest.approx(6 * 16)
+
+
 # ---------------------------------------------------------------------------------------------
 # What a run writes: its run-log line, its checkpoint
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +438,14 @@ def test_last_checkpoint_saves_and_loads_the_whole_state(config):
 def test_bad_config_values_are_named(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_config_is_frozen_and_replace_is_validated_too(config):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 5
+    assert dataclasses.replace(config, epochs=5).epochs == 5 and config.epochs == 3
+    with pytest.raises(ValueError, match="TrainConfig: epochs must be a positive integer, got 0"):
+        dataclasses.replace(config, epochs=0)
 
 
 def test_lr_defaults_per_optimizer():
