@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL_PATH = REPO / "tools" / "assignments.py"
-ASSIGNMENTS = ["01_linear_layer", "02_manual_backward", "03_autograd_function", "04_train_mnist"]
+ASSIGNMENTS = ["01_linear_layer", "02_manual_backward", "03_autograd_function", "04_train_mnist",
+               "05_manual_mlp"]
 BAD = ["bad_json", "renamed", "missing", "deleted_tests"]
 
 spec = importlib.util.spec_from_file_location("assignments_tool", TOOL_PATH)

@@ -14,6 +14,7 @@ The checks live in these modules, all importable from here:
     core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
+    backprop     cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
     modern       lesson 8: a Function in today's style, vmap over parameters
 """
 
@@ -38,3 +39,9 @@ __all__ = [
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
     "check_modern_function", "check_ensemble",
 ]
+
+from .backprop import (  # noqa: E402  (lesson 4 and assignment 5)
+    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
+)
+
+__all__ += ["check_cross_entropy_backward", "check_manual_step", "check_mlp_gradients", "mlp_gradients"]
