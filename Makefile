@@ -11,8 +11,10 @@ STAMP  := $(VENV)/.installed-$(PINS)
 
 TRAIN_ARGS ?=
 TEST_ARGS  ?=
+SITE_ARGS  ?=
 
-.PHONY: help venv train test test-fast lab notebooks figures bench assignments autograde clean
+.PHONY: help venv train test test-fast lab notebooks figures bench assignments autograde clean \
+        site site-test
 
 help:
 	@echo "make train        train the course MLP (see: $(PY) -m course_lib train --help)"
@@ -23,13 +25,15 @@ help:
 	@echo "make bench        run the speed benchmarks in benchmarks/"
 	@echo "make assignments  generate the nbgrader student release"
 	@echo "make autograde    grade assignments/submitted/ and print the score table"
+	@echo "make site         build the course website into build/site/ (runs every lesson in full)"
+	@echo "make site-test    check build/site/ in Chromium (every page, offline)"
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,site]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -61,6 +65,13 @@ assignments: $(STAMP)
 
 autograde: $(STAMP)
 	$(PY) tools/assignments.py autograde
+
+# SITE_ARGS=--preview: keep the lessons' committed outputs instead of running them (seconds).
+site: $(STAMP)
+	$(PY) site/build.py $(SITE_ARGS)
+
+site-test: $(STAMP)
+	COURSE_SITE=1 $(PY) -m pytest tests/test_site.py -p no:cacheprovider $(TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -13,6 +13,7 @@ connects input i to output j. The output is byte-for-byte the same on every run 
 version strings in the files), so regenerating does not churn git.
 """
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -145,4 +146,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help
     main()

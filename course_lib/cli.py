@@ -81,7 +81,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: nn.Linear's uniform initialisation; randn: every parameter from N(0, 1), "
              "the source lesson's mistake (training stalls)")
     add("--seed", type=int, default=d.seed, help="seeds the weights and the batch order")
-    add("--device", default=d.device, help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add("--device", default=d.device,
+        help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:N or mps")
     add("--max-batches", type=int, default=d.max_batches,
         help="fast mode: at most this many batches per epoch (None: all)")
     add("--data-dir", default=d.data_dir,
