@@ -12,6 +12,7 @@ what a graded test cell wants.
 
 The checks live in these modules, all importable from here:
     core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
+    autograd     FakeCtx: a Function's forward and backward run by hand, errors in course terms
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
     backprop     cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
@@ -21,9 +22,10 @@ The checks live in these modules, all importable from here:
 from .assignments import (
     check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
 )
+from .autograd import FakeCtx
 from .core import (
-    TOLERANCE, Line, Report, check_accuracy, check_function, check_linear_backward,
-    check_linear_forward, check_sgd_step, compare,
+    TOLERANCE, Line, Report, check_accuracy, check_function, check_gradcheck,
+    check_linear_backward, check_linear_forward, check_linear_needs_grad, check_sgd_step, compare,
 )
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
@@ -31,9 +33,9 @@ from .lessons import (
 from .modern import check_ensemble, check_modern_function
 
 __all__ = [
-    "TOLERANCE", "Line", "Report", "compare",
-    "check_accuracy", "check_function", "check_linear_backward", "check_linear_forward",
-    "check_sgd_step",
+    "TOLERANCE", "FakeCtx", "Line", "Report", "compare",
+    "check_accuracy", "check_function", "check_gradcheck", "check_linear_backward",
+    "check_linear_forward", "check_linear_needs_grad", "check_sgd_step",
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
