@@ -11,9 +11,11 @@ c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # A test cell a student deleted is put back from the gradebook and run, rather than scored as if
-# it were never there.
+# it were never there (tools/grading.py does the same when it grades).
 c.OverwriteCells.add_missing_cells = True
 
-# Seconds one cell may run while validating or autograding (assignment 4 trains a small MLP).
+# Seconds one cell may run while `validate` runs the sources (assignment 4 trains a small MLP).
+# Autograding does not run nbgrader's kernel: its limits are tools/sandbox.py's Limits
+# (`autograde --cell-timeout/--notebook-timeout`).
 c.Execute.timeout = 300
 

@@ -109,7 +109,32 @@ def _train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--summary-json", metavar="PATH", default=None,
                         help="also write the results (test accuracy, paths, speed) to this JSON file")
+    parser.add_argument("--compile", action="store_true",
+                        help="train the torch.compile'd model (one graph, fullgraph=True): the same "
+                             "numbers, after a first step that compiles for some seconds")
+    parser.add_argument("--compile-mode", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile's mode (implies --compile); reduce-overhead replays "
+                             "CUDA graphs and needs a CUDA device")
     parser.set_defaults(run=_run_train)
+
+
+def _compile_hooks(args):
+    """``Hooks`` that train the ``torch.compile``d model (``--compile``), or ``None``."""
+    if not (args.compile or args.compile_mode):
+        return None
+    import functools
+
+    import torch
+
+    from .train import Hooks, resolve_device
+
+    mode = args.compile_mode or "default"
+    if mode == "reduce-overhead" and resolve_device(args.device).type != "cuda":
+        raise ValueError(f"--compile-mode reduce-overhead records CUDA graphs and needs a CUDA "
+                         f"device, got --device {args.device}; use --compile on this machine")
+    # One compiled module for the whole run: fit asks for the wrapped model every epoch.
+    return Hooks(wrap=functools.cache(lambda model: torch.compile(model, fullgraph=True, mode=mode)))
 
 
 def _run_train(args) -> int:
@@ -122,7 +147,7 @@ def _run_train(args) -> int:
         config = config_from_args(args)
         if args.summary_json:  # found out now, not after the training it would summarise
             writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
-        result = fit(config, resume=args.resume, progress=not args.quiet)
+        result = fit(config, resume=args.resume, progress=not args.quiet, hooks=_compile_hooks(args))
     except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1

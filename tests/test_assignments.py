@@ -1,10 +1,14 @@
 """The graded assignments end to end, in a temporary course directory: nbgrader validates the
-sources, generates the student release, and autogrades a class of made-up students.
+sources, generates the student release, and the sandboxed autograder grades a class of made-up
+students; every score and status line is read from the score table the tool writes.
 
-The students: ``perfect`` (the solutions typed into the release), ``untouched`` (the release as
-handed out), ``wrong_gradient`` (assignment 1 with a wrong bias gradient), and four bad inputs for
-assignment 1: ``bad_json``, ``renamed``, ``missing`` (an empty folder) and ``deleted_tests``.
-Scores are read from the score table the tool writes and from nbgrader's gradebook.
+The class: ``perfect`` (the solutions typed into the release) and ``untouched`` (the release as
+handed out) for every assignment in ``assignments/source/``; for assignment 1, a student for each
+usual mistake (``MISTAKES``), each cheat (``CHEATS``), a copy-pasted answer cell, and four bad
+files (``BAD``); for assignment 4 a student who wraps the library's training loop. A second small
+course runs assignment 2 under short limits with the students that crash (``CRASHES``): a dying
+process, a loop that ignores interrupts, 100 MB of output, 8 GB of memory, a notebook that deletes
+files.
 """
 
 import csv
@@ -19,12 +23,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
+                                                   reason="needs bubblewrap (apt-get install -y bubblewrap)")]
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL_PATH = REPO / "tools" / "assignments.py"
-ASSIGNMENTS = ["01_linear_layer", "02_manual_backward", "03_autograd_function", "04_train_mnist",
-               "05_manual_mlp"]
+ASSIGNMENTS = sorted(p.name for p in (REPO / "assignments" / "source").iterdir()
+                     if p.is_dir() and any(p.glob("*.ipynb")))
+A1, A2, A4 = "01_linear_layer", "02_manual_backward", "04_train_mnist"
 BAD = ["bad_json", "renamed", "missing", "deleted_tests"]
 
 spec = importlib.util.spec_from_file_location("assignments_tool", TOOL_PATH)
@@ -92,12 +98,113 @@ def answered(release_nb, source_nb, edit=None):
     return nb
 
 
-def wrong_bias_gradient(gid, source):
-    if gid != "linear_layer":
+def replaced(*pairs):
+    """An edit of assignment 1's answer: each ``(old, new)`` replaced, each one required to match."""
+    def edit(source):
+        for old, new in pairs:
+            assert old in source, f"the solution of {A1} no longer contains {old!r}"
+            source = source.replace(old, new)
         return source
-    wrong = source.replace("grad_output.sum(0) if bias", "grad_output.mean(0) if bias")
-    assert wrong != source, "the solution of assignment 1 no longer computes grad_bias as expected"
-    return wrong
+    return edit
+
+
+ZERO_BACKWARD = ("return grad_input, grad_weight, grad_bias",
+                 "return torch.zeros_like(input), torch.zeros_like(weight), None")
+# Assignment 1 with one usual mistake each: (edit, first FAIL line of test_backward in the details)
+MISTAKES = {
+    "wrong_gradient": (replaced(("grad_output.sum(0) if bias", "grad_output.mean(0) if bias")),
+                       r"FAIL grad_bias \(batch of 4\) shape \(3,\), largest error [\d.]+ at index"),
+    "no_batch_sum": (replaced(("grad_output.sum(0) if bias", "grad_output if bias")),
+                     r"FAIL grad_bias \(batch of 4\) shape \(4, 3\), expected \(3,\) \(not summed over the batch\?\)"),
+    "swapped_needs": (replaced(("grad_input = grad_output @ weight.t()",
+                                "grad_input = grad_output @ weight.t() if ctx.needs_input_grad[1] else None"),
+                               ("grad_weight = input.t() @ grad_output",
+                                "grad_weight = input.t() @ grad_output if ctx.needs_input_grad[0] else None")),
+                      r"FAIL grad_weight \(input needs no gradient\) returned None, but "
+                      r"ctx.needs_input_grad\[1\] is True: this gradient is needed \(needs_input_grad indices swapped\?\)"),
+    "needs_index_2": (replaced(("grad_output.sum(0) if bias is not None", "grad_output.sum(0) if ctx.needs_input_grad[2]")),
+                      r"FAIL backward \(no bias\) raised IndexError: tuple index out of range \(ctx.needs_input_grad "
+                      r"has one flag per argument given to apply: apply\(x, w\) gives two\)"),
+    "reads_global": (replaced(("grad_weight = input.t() @ grad_output", "grad_weight = x.t() @ grad_output")),
+                     r"FAIL backward \(batch of 4\) raised NameError: name 'x' is not defined"),
+    "no_save": (replaced(("ctx.save_for_backward(input, weight, bias)", "ctx.has_bias = bias is not None")),
+                r"FAIL backward \(batch of 4\) raised RuntimeError: ctx.saved_tensors is empty: "
+                r"did forward call ctx.save_for_backward\(...\)\?"),
+}
+WRAPPER = """import course_lib.functions
+
+
+class Linear_Layer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *args):
+        return course_lib.functions.Linear_Layer.forward(ctx, *args)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return course_lib.functions.Linear_Layer.backward(ctx, grad_output)
+"""
+READS_SOURCE = """import json
+import sqlite3
+
+for path in ["../../../source/{a}/{a}.ipynb", "{course}/source/{a}/{a}.ipynb"]:
+    try:
+        exec("".join(json.load(open(path))["cells"][2]["source"]))
+    except OSError:
+        pass
+hidden = sqlite3.connect("{course}/gradebook.db").execute("select source from source_cell").fetchall()
+"""
+# Assignment 1 with one cheat each: (answer cell from the solution and the stub, score, flags,
+# what the details say)
+CHEATS = {
+    "reads_source": (lambda sol, stub, course: READS_SOURCE.format(a=A1, course=course), 0,
+                     ["exec/eval", "open(", "gradebook", "source/"], "NameError: name 'Linear_Layer' is not defined"),
+    "patches_torch": (lambda sol, stub, course: replaced(ZERO_BACKWARD)(sol) +
+                      "\ntorch.allclose = torch.autograd.gradcheck = lambda *a, **k: True\n", 2,
+                      ["assigns to torch.*"], "FAIL grad_input (batch of 4) shape (4, 5), largest error"),
+    "patches_report": (lambda sol, stub, course: replaced(ZERO_BACKWARD)(sol) +
+                       "\nfrom course_lib.checks import Report\nReport.raise_if_failed = lambda self: self\n", 2,
+                       ["assigns to course_lib.*"], "FAIL grad_input (batch of 4)"),
+    "input_transformer": (lambda sol, stub, course: stub +
+                          "\nget_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])\n", 0,
+                          ["get_ipython", "input_transformers"], "raised NotImplementedError"),
+    "hides_errors": (lambda sol, stub, course: replaced((ZERO_BACKWARD[0], "pass"))(sol) +
+                     "\nip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+                     "ip.events.register('post_run_cell', lambda result: setattr(result, 'error_in_exec', None))\n",
+                     2, ["get_ipython", "showtraceback", "events.register"],
+                     "raised ValueError: backward returned 1 gradients for 3 inputs"),
+    "wraps_solution": (lambda sol, stub, course: WRAPPER, 0, [],
+                       "course_lib.functions.Linear_Layer is course_lib's solution, withheld while "
+                       f"{A1} is graded: use your own implementation"),
+}
+# Assignment 2 under short limits: (edit of the sgd_step answer, score, the status's problem)
+CRASHES = {
+    "exits": ("\nimport os\nos._exit(1)\n", 3, "cell 10 ended the Python process (exit code 1)"),
+    "loops": ("\nwhile True:\n    try:\n        pass\n    except KeyboardInterrupt:\n        pass\n", 3,
+              "cell 10 ran past 10 s (the limit per cell)"),
+    "floods": ("\nprint('x' * 100_000_000)\n", 6,
+               "cell 10 printed more than 1 MB (the limit per cell) and was stopped there"),
+    "hogs_memory": ("\nimport torch\nhog = torch.ones(2**33, dtype=torch.uint8)\n", 6,
+                    "cell 10 ran out of memory (4 GB, the limit per student) and was stopped there"),
+    "deletes_files": ("\nimport os, shutil\nfor path in [{canary!r}, os.getcwd()]:\n    try:\n"
+                      "        os.remove(path) if os.path.isfile(path) else shutil.rmtree(path)\n"
+                      "    except OSError as e:\n        print('could not delete', path, type(e).__name__)\n", 6, ""),
+}
+
+
+def hand_in(course: Path, student: str, name: str, nb) -> None:
+    (course / "submitted" / student / name).mkdir(parents=True)
+    nbformat.write(nb, str(course / "submitted" / student / name / f"{name}.ipynb"))
+
+
+def with_answer(course: Path, name: str, answers: dict):
+    """The release of ``name`` answered as in the source, except ``answers`` ({grade_id: source})."""
+    release_nb, source_nb = notebook(course, "release", name), notebook(course, "source", name)
+    return answered(release_nb, source_nb, lambda gid, source: answers.get(gid, source))
+
+
+def read_table(course: Path) -> dict:
+    with open(course / "scores.csv", newline="") as f:
+        return {(r["student"], r["assignment"]): r for r in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
@@ -130,35 +237,57 @@ def released(course, validation):
 @pytest.fixture(scope="module")
 def graded(course, released):
     """Hand in every student's work, run ``autograde``; return (CSV rows by key, stdout)."""
-    sub = course / "submitted"
     for name in ASSIGNMENTS:
-        release_nb, source_nb = notebook(course, "release", name), notebook(course, "source", name)
-        for student, nb in (("perfect", answered(release_nb, source_nb)), ("untouched", release_nb)):
-            (sub / student / name).mkdir(parents=True)
-            nbformat.write(nb, str(sub / student / name / f"{name}.ipynb"))
-    first = ASSIGNMENTS[0]
-    release_nb, source_nb = notebook(course, "release", first), notebook(course, "source", first)
-    for student in ["wrong_gradient"] + BAD:
-        (sub / student / first).mkdir(parents=True)
-    target = sub / "{}" / first / f"{first}.ipynb"
-    nbformat.write(answered(release_nb, source_nb, wrong_bias_gradient), str(target).format("wrong_gradient"))
-    text = nbformat.writes(answered(release_nb, source_nb))
+        hand_in(course, "perfect", name, with_answer(course, name, {}))
+        hand_in(course, "untouched", name, notebook(course, "release", name))
+    solution = cells_by_id(notebook(course, "source", A1))["linear_layer"].source
+    stub = cells_by_id(notebook(course, "release", A1))["linear_layer"].source
+    for student, (edit, _) in MISTAKES.items():
+        hand_in(course, student, A1, with_answer(course, A1, {"linear_layer": edit(solution)}))
+    for student, (answer, *_) in CHEATS.items():
+        hand_in(course, student, A1, with_answer(course, A1, {"linear_layer": answer(solution, stub, course)}))
+    pasted = with_answer(course, A1, {})
+    stub_cell = cells_by_id(notebook(course, "release", A1))["linear_layer"]
+    pasted.cells.insert(2, nbformat.v4.new_code_cell(stub_cell.source, metadata=stub_cell.metadata))
+    hand_in(course, "pasted_cell", A1, pasted)
+    hand_in(course, "wraps_training", A4, with_answer(course, A4, {
+        "accuracy": "def accuracy(model, batches):\n    return evaluate(model, batches)[1]\n",
+        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer):\n"
+                       "    return course_lib.train.train_epoch(model, batches, optimizer)[0]\n"}))
+
+    target = course / "submitted" / "{}" / A1 / f"{A1}.ipynb"
+    for student in BAD:
+        (course / "submitted" / student / A1).mkdir(parents=True)
+    text = nbformat.writes(with_answer(course, A1, {}))
     Path(str(target).format("bad_json")).write_text(text[: len(text) // 2])  # cut off mid-file
-    Path(str(target).format("renamed")).with_name(f"{first} (copy).ipynb").write_text(text)
-    deleted = answered(release_nb, source_nb)
+    Path(str(target).format("renamed")).with_name(f"{A1} (copy).ipynb").write_text(text)
+    deleted = with_answer(course, A1, {})
     deleted.cells = [c for c in deleted.cells if nbgrader_meta(c).get("grade_id") != "test_backward"]
     nbformat.write(deleted, str(target).format("deleted_tests"))
-    (sub / "missing" / "1_linear_layer").mkdir()  # a misspelt assignment folder
+    (course / "submitted" / "missing" / "1_linear_layer").mkdir()  # a misspelt assignment folder
 
-    result = run_tool(course, "autograde")
+    result = run_tool(course, "autograde", "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
-    with open(course / "scores.csv", newline="") as f:
-        rows = {(r["student"], r["assignment"]): r for r in csv.DictReader(f)}
-    return rows, result.stdout
+    return read_table(course), result.stdout
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory):
+    """Assignment 2 alone under short limits, handed in by the students who crash (``CRASHES``)."""
+    course = new_course(tmp_path_factory.mktemp("limits"), [A2])
+    assert run_tool(course, "release", "--no-validate").returncode == 0
+    canary = course / "canary.txt"
+    canary.write_text("the students' code must not reach this file")
+    solution = cells_by_id(notebook(course, "source", A2))["sgd_step"].source
+    for student, (addition, *_) in CRASHES.items():
+        hand_in(course, student, A2, with_answer(course, A2, {"sgd_step": solution + addition.format(canary=str(canary))}))
+    result = run_tool(course, "autograde", "--cell-timeout", "10", "--notebook-timeout", "120")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return course, read_table(course), result.stdout
 
 
 def test_sources_validate(course, validation):
-    assert sorted(p.name for p in (course / "source").iterdir()) == ASSIGNMENTS
+    assert sorted(p.name for p in (course / "source").iterdir()) == ASSIGNMENTS and A1 in ASSIGNMENTS
     assert sorted(validation) == [f"source/{n}/{n}.ipynb" for n in ASSIGNMENTS]
     for path, result in validation.items():
         assert len(result["tests"]) >= 2, path
@@ -193,15 +322,17 @@ def test_release_has_no_solutions_or_hidden_tests(course, released):
 
 
 def test_perfect_submission_gets_full_points(course, graded):
-    rows, _ = graded
+    rows, stdout = graded
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for name in ASSIGNMENTS:
             row = rows["perfect", name]
             total = sum(points_of(notebook(course, "source", name)).values())
-            assert (row["status"], row["failed_tests"]) == ("graded", "")
+            assert (row["status"], row["failed_tests"], row["flags"]) == ("graded", "", ""), row
             assert float(row["score"]) == float(row["max_score"]) == total > 0
             assert gb.find_submission(name, "perfect").score == total
+            assert row["isolation"] == "sandbox"
+    assert "graded in: sandbox (bubblewrap); limits: 60 s per cell, 300 s per notebook" in stdout
 
 
 def test_untouched_release_gets_zero(course, graded):
@@ -214,47 +345,126 @@ def test_untouched_release_gets_zero(course, graded):
         assert "NotImplementedError" in row["details"]
 
 
-def test_wrong_gradient_gets_partial_points_and_names_the_test(course, graded):
+@pytest.mark.parametrize("student", MISTAKES)
+def test_each_mistake_loses_the_backward_points_and_is_named(course, graded, student):
+    rows, _ = graded
+    points = points_of(notebook(course, "source", A1))
+    row = rows[student, A1]
+    assert (row["status"], row["failed_tests"], row["flags"]) == ("graded", "test_backward", "")
+    assert float(row["score"]) == sum(points.values()) - points["test_backward"]
+    assert re.search(r"test_backward \(0/3\): " + MISTAKES[student][1], row["details"]), row["details"]
+
+
+def test_the_feedback_notebook_carries_the_report(course, graded):
     rows, stdout = graded
-    name = ASSIGNMENTS[0]
-    points = points_of(notebook(course, "source", name))
-    row = rows["wrong_gradient", name]
-    assert row["failed_tests"] == "test_backward"
-    assert float(row["score"]) == sum(points.values()) - points["test_backward"] > 0
-    assert re.search(r"test_backward \(0/\d+\): FAIL grad_bias \(batch of 4\).*largest error", row["details"])
-    # the student's graded notebook carries the readable report too
-    graded_nb = notebook(course, "autograded/wrong_gradient", name)
+    graded_nb = notebook(course, "autograded/wrong_gradient", A1)
     error = next(o for o in cells_by_id(graded_nb)["test_backward"].outputs if o.output_type == "error")
     assert "FAIL  grad_bias (batch of 4)" in error.evalue and "PASS  grad_weight (batch of 4)" in error.evalue
-    assert re.search(r"wrong_gradient\s+01_linear_layer\s+\d+ / \d+\s+graded\s+test_backward", stdout)
+    assert re.search(rf"wrong_gradient\s+{A1}\s+2 / 5\s+[\d.]+s\s+graded\s+\[test_backward\]", stdout)
+    # the try-out cell did not run: its outputs are gone; the hidden tests are shown, as nbgrader does
+    assert all(not c.get("outputs") for c in graded_nb.cells if c.cell_type == "code" and not nbgrader_meta(c))
+    assert "BEGIN HIDDEN TESTS" in cells_by_id(graded_nb)["test_backward"].source
+    # nbgrader's own feedback command reads these notebooks and the scores in the gradebook
+    result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_feedback", A1,
+                             "--student", "wrong_gradient"], cwd=course, capture_output=True, text=True,
+                            env=env(), timeout=600)
+    assert result.returncode == 0, result.stderr
+    html = (course / "feedback" / "wrong_gradient" / A1 / f"{A1}.html").read_text()
+    assert "Score: 2.0 / 5.0" in html and "FAIL  grad_bias (batch of 4)" in html
+
+
+@pytest.mark.parametrize("student", CHEATS)
+def test_each_cheat_earns_nothing_and_is_flagged(course, graded, student):
+    rows, _ = graded
+    _, score, flags, detail = CHEATS[student]
+    row = rows[student, A1]
+    assert float(row["score"]) == score and row["status"] == "graded"
+    assert detail in row["details"]
+    assert all(flag in row["flags"] for flag in flags), row["flags"]
+    assert (row["flags"] == "") == (flags == [])
+
+
+def test_library_solutions_are_withheld_during_the_assignment_that_asks_for_them(course, graded):
+    rows, _ = graded
+    row = rows["wraps_training", A4]
+    assert float(row["score"]) == 0 and sorted(row["failed_tests"].split(";")) == sorted(points_of(notebook(course, "source", A4)))
+    assert row["details"].count("is course_lib's solution, withheld while 04_train_mnist is graded: "
+                                "use your own implementation") >= 2
+
+
+def test_a_pasted_copy_of_an_answer_cell_is_graded_in_its_last_copy(course, graded):
+    rows, _ = graded
+    row = rows["pasted_cell", A1]
+    assert float(row["score"]) == 5
+    assert row["status"] == "graded; cells 3, 4 share grade_id linear_layer: graded cell 4"
+    graded_nb = nbformat.read(course / "autograded" / "pasted_cell" / A1 / f"{A1}.ipynb", as_version=4)
+    assert "not graded: cell 4 has the same grade_id" in graded_nb.cells[2].outputs[0].text
+    assert "nbgrader" not in graded_nb.cells[2].metadata
 
 
 def test_bad_submissions_get_a_clear_line_and_grading_goes_on(course, graded):
     rows, stdout = graded
-    name = ASSIGNMENTS[0]
-    total = sum(points_of(notebook(course, "source", name)).values())
-    bad_json = rows["bad_json", name]
+    total = sum(points_of(notebook(course, "source", A1)).values())
+    bad_json = rows["bad_json", A1]
     assert bad_json["status"] == "invalid notebook" and float(bad_json["score"]) == 0
-    assert f"{name}.ipynb is not a valid notebook file" in bad_json["details"]
-    renamed = rows["renamed", name]
+    assert f"{A1}.ipynb is not a valid notebook file" in bad_json["details"]
+    renamed = rows["renamed", A1]
     assert renamed["status"] == "missing notebook"
-    assert f"found {name} (copy).ipynb" in renamed["details"] and f"rename it to {name}.ipynb" in renamed["details"]
-    assert rows["missing", name]["status"] == "missing notebook"
-    assert rows["missing", name]["details"] == f"missing {name}.ipynb"
-    deleted = rows["deleted_tests", name]
+    assert f"found {A1} (copy).ipynb" in renamed["details"] and f"rename it to {A1}.ipynb" in renamed["details"]
+    assert rows["missing", A1]["status"] == "missing notebook"
+    assert rows["missing", A1]["details"] == f"missing {A1}.ipynb"
+    deleted = rows["deleted_tests", A1]
     assert deleted["status"] == "graded, test cells restored"
     assert float(deleted["score"]) == total  # the restored tests ran on the student's answers
     assert "deleted test cells test_backward" in deleted["details"]
-    for student in ["wrong_gradient"] + BAD:  # one row per assignment, even those not handed in
+    restored = notebook(course, "autograded/deleted_tests", A1).cells[-1]
+    assert nbgrader_meta(restored)["grade_id"] == "test_backward" and restored.outputs == []
+    for student in BAD:  # one row per assignment, even those not handed in
         for other in ASSIGNMENTS[1:]:
             assert rows[student, other]["status"] == "not submitted"
-    # bad_json is graded first (alphabetical order); everyone after it was still graded
-    assert list(rows)[0] == ("bad_json", name)
+    assert list(rows)[0] == ("bad_json", A1)
     unknown = rows["missing", "1_linear_layer"]
     assert unknown["status"] == "unknown assignment" and ", ".join(ASSIGNMENTS) in unknown["details"]
-    assert len(rows) == (2 + 1 + len(BAD)) * len(ASSIGNMENTS) + 1
+    students = {student for student, _ in rows} - {"missing"}
+    assert len(rows) == (len(students) + 1) * len(ASSIGNMENTS) + 1
     for student, status in (("bad_json", "invalid notebook"), ("perfect", "graded")):
-        assert re.search(rf"^{student}\s+{name}\s+[\d.]+ / {total:g}\s+{status}", stdout, re.M)
+        assert re.search(rf"^{student}\s+{A1}\s+[\d.]+ / {total:g}\s+[\d.]+s\s+{status}", stdout, re.M)
+
+
+@pytest.mark.parametrize("student", CRASHES)
+def test_each_crash_costs_only_its_own_cell(crashed, student):
+    course, rows, stdout = crashed
+    _, score, problem = CRASHES[student]
+    row = rows[student, A2]
+    assert float(row["score"]) == score, row
+    assert row["status"] == ("graded; " + problem if problem else "graded")
+    assert (course / "autograded" / student / A2 / f"{A2}.ipynb").is_file()  # a feedback notebook is kept
+    assert "limits: 10 s per cell, 120 s per notebook, 1 MB of output per cell, 4 GB of memory" in stdout
+
+
+def test_the_students_code_cannot_reach_the_instructors_files(crashed):
+    course, rows, _ = crashed
+    assert (course / "canary.txt").is_file() and (course / "gradebook.db").is_file()
+    assert (course / "source").is_dir() and (course / "submitted" / "exits").is_dir()
+    floods = cells_by_id(notebook(course, "autograded/floods", A2))["sgd_step"].outputs
+    assert "more bytes of output not shown" in floods[0].text and len(floods[0].text) < 20_000
+
+
+def test_grading_refuses_without_bubblewrap_unless_told(crashed, tmp_path):
+    course = tmp_path / "course"  # the released course of ``crashed``, with one honest student
+    shutil.copytree(crashed[0], course, ignore=shutil.ignore_patterns("submitted", "autograded", "scores.csv"))
+    hand_in(course, "perfect", A2, with_answer(course, A2, {}))
+    no_bwrap = dict(env(), PATH=str(Path(sys.executable).parent))
+    result = subprocess.run([sys.executable, str(TOOL_PATH), "--course-dir", str(course), "autograde"],
+                            capture_output=True, text=True, env=no_bwrap, timeout=600)
+    assert result.returncode == 2 and "bubblewrap (bwrap) is not installed" in result.stderr
+    assert "pass --unsandboxed" in result.stderr and not (course / "scores.csv").exists()
+    result = subprocess.run([sys.executable, str(TOOL_PATH), "--course-dir", str(course), "autograde",
+                             "--unsandboxed"], capture_output=True, text=True, env=no_bwrap, timeout=600)
+    assert result.returncode == 0, result.stderr
+    row = read_table(course)["perfect", A2]
+    assert (row["isolation"], float(row["score"])) == ("UNSANDBOXED", 6)
+    assert "graded in: UNSANDBOXED (--unsandboxed)" in result.stdout
 
 
 def test_release_refuses_sources_that_fail_their_tests(tmp_path):
@@ -293,3 +503,26 @@ def test_unknown_assignment_name_is_refused(tmp_path):
     result = run_tool(course, "release", "01_linear")
     assert result.returncode == 2
     assert "no assignment named 01_linear" in result.stderr and ASSIGNMENTS[0] in result.stderr
+
+
+def test_suspicious_code_is_flagged_and_honest_code_is_not():
+    grading = sys.modules["grading"]  # tools/grading.py, imported by the tool
+    honest = ("model.eval()\nwith torch.no_grad():\n    loss = F.cross_entropy(model(x), y)\n"
+              "grad_bias = grad_output.sum(0) if ctx.needs_input_grad[2] else None\nif x == torch.ones(1): pass\n")
+    assert grading.suspicious(3, honest) == []
+    cases = {"torch.autograd.gradcheck = lambda *a, **k: True": "assigns to torch.*",
+             "setattr(torch, 'allclose', ok)": "assigns to torch.*",
+             "Report.raise_if_failed = lambda self: self": "assigns to course_lib.*",
+             "exec(code)": "exec/eval", "open('../../../source/x.ipynb')": "open(",
+             "get_ipython().events.register('post_run_cell', f)": "events.register",
+             "import sqlite3; sqlite3.connect('gradebook.db')": "gradebook", "import os; os._exit(1)": "os._exit"}
+    for code, flag in cases.items():
+        assert flag in grading.suspicious(7, code)[0] and grading.suspicious(7, code)[0].startswith("cell 7: "), code
+
+
+def test_errors_come_back_as_the_same_builtin_type():
+    grading = sys.modules["grading"]
+    assert type(grading.rebuilt_error({"ename": "IndexError", "evalue": "tuple index out of range"})) is IndexError
+    error = grading.rebuilt_error({"ename": "MyError", "evalue": "boom"})
+    assert type(error) is RuntimeError and str(error) == "MyError: boom"
+    assert type(grading.rebuilt_error({"ename": "SystemExit", "evalue": "1"})) is RuntimeError  # not raised as such

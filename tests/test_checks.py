@@ -7,9 +7,12 @@ from torch import nn
 
 from course_lib import Linear_Layer
 from course_lib.checks import (
-    check_accuracy, check_backward, check_function, check_linear_backward, check_linear_forward,
-    check_mlp, check_parameter_count, check_sgd_step, check_sgd_update, check_train_step,
+    check_accuracy, check_backward, check_function, check_gradcheck, check_linear_backward,
+    check_linear_forward, check_linear_needs_grad, check_mlp, check_parameter_count, check_sgd_step,
+    check_sgd_update, check_train_step,
 )
+from course_lib.checks.autograd import explain
+from course_lib.checks.core import GRAD_NAMES
 from course_lib.functions import Sigmoid, Square, Tanh
 from course_lib.layers import Linear, ScaledReLU
 
@@ -268,3 +271,124 @@ def test_mlp_check():
     report = check_mlp(trailing_activation)
     assert report.failed_names() == ["sizes 6-5-4-2", "sizes 3-1"]
     assert "returned list" in str(check_mlp(lambda s: [Linear(3, 1)]))
+
+
+# --- what autograd hides: raw gradients through a FakeCtx, inputs needing no gradient ---
+
+
+def linear_class(backward_body):
+    """A Linear Function saving (input, weight, bias) whose backward is ``backward_body(ctx, g)``."""
+
+    class Student(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b=None):
+            ctx.save_for_backward(x, w, b)
+            return x @ w if b is None else x @ w + b
+
+        backward = staticmethod(backward_body)
+
+    return Student
+
+
+def test_missing_batch_sum_is_seen_although_autograd_would_sum_it():
+    def no_sum(ctx, g):
+        x, w, b = ctx.saved_tensors
+        return g @ w.t(), x.t() @ g, None if b is None else g  # grad_bias shaped (B, out)
+
+    Student = linear_class(no_sum)
+    x, w, b = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((4, 5), (5, 3), (3,)))
+    Student.apply(x, w, b).sum().backward()  # autograd accepts it and sums to (3,) behind our back
+    assert b.grad.shape == (3,)
+    report = check_linear_backward(Student)
+    assert report.failed_names() == ["grad_bias (batch of 4)", "grad_bias (batch of 1)"]
+    assert "shape (4, 3), expected (3,) (not summed over the batch?)" in str(report)
+
+
+def test_two_argument_apply_and_needs_input_grad_index_2():
+    def idiomatic(ctx, g):
+        x, w, _ = ctx.saved_tensors
+        return g @ w.t(), x.t() @ g, g.sum(0) if ctx.needs_input_grad[2] else None
+
+    report = check_linear_backward(linear_class(idiomatic))
+    assert report.failed_names() == ["backward (no bias)"]
+    assert ("raised IndexError: tuple index out of range (ctx.needs_input_grad has one flag per argument "
+            "given to apply: apply(x, w) gives two)") in str(report)
+    assert check_linear_forward(linear_class(idiomatic)).passed
+
+
+def test_swapped_needs_input_grad_is_caught_when_an_input_needs_no_gradient():
+    def swapped(ctx, g):
+        x, w, b = ctx.saved_tensors
+        return (g @ w.t() if ctx.needs_input_grad[1] else None, x.t() @ g if ctx.needs_input_grad[0] else None,
+                None if b is None else g.sum(0))
+
+    assert check_linear_backward(linear_class(swapped)).passed  # every input needs a gradient there
+    report = check_linear_needs_grad(linear_class(swapped))
+    assert report.failed_names() == ["grad_weight (input needs no gradient)", "grad_input (weight needs no gradient)"]
+    assert "ctx.needs_input_grad[1] is True: this gradient is needed (needs_input_grad indices swapped?)" in str(report)
+    assert check_linear_needs_grad(Linear_Layer).passed
+
+
+def test_nothing_saved_and_too_many_gradients_are_named():
+    class NoSave(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b=None):
+            return x @ w if b is None else x @ w + b
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w, b = ctx.saved_tensors
+            return g @ w.t(), x.t() @ g, g.sum(0)
+
+    text = str(check_linear_backward(NoSave))
+    assert "did forward call ctx.save_for_backward(...)?" in text
+
+    def four(ctx, g):
+        x, w, b = ctx.saved_tensors
+        return g @ w.t(), x.t() @ g, None if b is None else g.sum(0), g
+    report = check_linear_backward(linear_class(four))
+    assert len(report.failed_names()) == 3 and "backward returned 4 gradients for 3 inputs" in str(report)
+
+
+def test_explain_turns_autograd_shape_errors_into_course_terms():
+    error = RuntimeError("Function Linear_LayerBackward returned an invalid gradient at index 1 - got [3, 5] "
+                         "but expected shape compatible with [5, 3]")
+    assert explain(error, GRAD_NAMES) == "grad_weight has shape (3, 5), expected (5, 3): transposed?"
+    error = RuntimeError("returned an invalid gradient at index 0 - got [4, 3] but expected shape compatible with [3]")
+    assert explain(error, ["grad_bias"]) == "grad_bias has shape (4, 3), expected (3,): not summed over the batch?"
+    assert explain(ValueError("not enough values to unpack (expected 3, got 0)")) == (
+        "raised ValueError: not enough values to unpack (expected 3, got 0) "
+        "(ctx.saved_tensors is empty: did forward call ctx.save_for_backward?)")
+
+
+def test_gradcheck_names_the_input_and_the_error_without_a_jacobian():
+    class WrongSlope(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, a):
+            ctx.save_for_backward(x, a)
+            return a * x
+
+        @staticmethod
+        def backward(ctx, g):
+            x, a = ctx.saved_tensors
+            return g * a, 2 * (g * x).sum_to_size(a.shape)  # slope gradient doubled
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    report = check_gradcheck(WrongSlope, (x, a), names=("x", "slope"))
+    assert report.failed_names() == ["slope"]
+    assert "backward disagrees with finite differences of forward by" in str(report)
+    assert "PASS  x      backward agrees with finite differences" in str(report)
+    frozen = check_gradcheck(WrongSlope, (x, a.detach()), names=("x", "slope"))
+    assert frozen.passed and [line.name for line in frozen.lines] == ["x"]  # slope needs no gradient
+    assert check_gradcheck(Tanh, (x,)).passed
+
+
+def test_sgd_step_names_a_copy_and_an_uphill_step():
+    params = {n: torch.randn(3) for n in ("w1", "w2")}
+    grads = {n: torch.randn(3) for n in params}
+    copies = {n: p - 0.1 * grads[n] for n, p in params.items()}  # what `params[n] = p - lr * g` leaves
+    report = check_sgd_step(params, params, grads, 0.1, returned=copies)
+    assert report.failed_names() == ["w1", "w2"] and "updated a copy, not in place" in str(report)
+    uphill = {n: p + 0.1 * grads[n] for n, p in params.items()}
+    assert "stepped uphill: subtract lr * grad" in str(check_sgd_step(params, uphill, grads, 0.1))

@@ -32,24 +32,27 @@ def linear_function(grad_weight_fn):
 def test_random_linear_passes_a_correct_function():
     report = check_linear_random(Linear_Layer, seed=7)
     assert report.passed
-    assert len(report.lines) == 6  # output and gradients, three cases
-    assert sum("no bias" in line.name for line in report.lines) == 2
+    outputs = [line.name for line in report.lines if line.name.startswith("output")]
+    assert len(outputs) == 3 and sum("no bias" in name for name in outputs) == 1
+    # one finite-difference line per input: input, weight and bias, or input and weight
+    assert len(report.lines) == 3 + 3 + 2 + 3
 
 
-def test_random_linear_names_wrong_gradient_values():
+def test_random_linear_names_the_input_whose_gradient_is_wrong():
     report = check_linear_random(linear_function(lambda x, g: 0.5 * x.t() @ g), seed=7)
     failed = report.failed_names()
-    assert failed and all(name.startswith("gradients") for name in failed)
-    assert "finite differences disagree with backward" in str(report)
+    assert failed and all(name.startswith("gradient of weight") for name in failed)
+    assert "backward disagrees with finite differences of forward by" in str(report)
+    assert "Jacobian" not in str(report) and "numerical" not in str(report)
     assert all(line.passed for line in report.lines if line.name.startswith("output"))
 
 
-def test_random_linear_reports_a_transposed_gradient_shape():
+def test_random_linear_reports_a_transposed_gradient_in_course_terms():
     # with a square weight the shape is right and only the values are wrong: skip those cases
     report = check_linear_random(linear_function(lambda x, g: (x.t() @ g).t()), seed=3)
-    text = str(report)
     assert not report.passed
-    assert "invalid gradient" in text and "expected shape compatible with" in text
+    assert "grad_weight has shape (9, 8), expected (8, 9): transposed?" in str(report)
+    assert "invalid gradient at index" not in str(report)
 
 
 def test_random_linear_reports_forward_errors_without_crashing():
@@ -169,6 +172,29 @@ def test_train_epoch_names_eval_mode_and_a_crash():
 
     report = check_train_epoch(crashes)
     assert report.failed_names() == ["train_epoch"] and "raised NotImplementedError" in str(report)
+
+
+def test_train_epoch_never_contradicts_itself():
+    report = check_train_epoch(lambda model, batches, optimizer: 0.0)  # never runs the model
+    text = str(report)
+    assert "FAIL  training mode" in text and "the model never ran" in text
+    assert "model.train() was called" not in text
+    assert "unchanged: call optimizer.step()" in text
+
+
+def test_train_epoch_names_parameters_left_unchanged():
+    def no_step(model, batches, optimizer):
+        model.train()
+        total = 0.0
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            total += loss.item() * len(y)
+        return total / 21
+
+    report = check_train_epoch(no_step)
+    assert report.failed_names() == ["loss returned", "parameters"]  # later batches saw other weights
+    assert "unchanged: call optimizer.step() after loss.backward()" in str(report)
 
 
 def good_accuracy(model, batches):

@@ -2,16 +2,19 @@
 
     python tools/assignments.py validate  [NAME ...]   run each source notebook: every test must pass
     python tools/assignments.py release   [NAME ...]   validate, then write the student versions
-    python tools/assignments.py autograde [--csv PATH] grade every submission, print the score table
+    python tools/assignments.py autograde [--jobs N] [--unsandboxed] ...   grade, print the table
 
 The course directory (``--course-dir``, default ``assignments/``) is an ordinary nbgrader course:
 sources in ``source/<assignment>/``, student versions in ``release/<assignment>/``, submissions in
 ``submitted/<student>/<assignment>/``, and the sqlite gradebook ``gradebook.db`` that records the
 test cells (hidden tests included) at release time and every score at grading time. Its
-``nbgrader_config.py`` holds the settings. All the work is done by nbgrader's own Python API;
-this script adds the checks and messages around it, and the score table.
+``nbgrader_config.py`` holds the settings. Validation and release are nbgrader's own Python API.
+Grading is ours (``grading.py``, ``sandbox.py``): each student's answer cells run in a bubblewrap
+sandbox, the tests in this process; scores go to nbgrader's gradebook and the graded notebooks to
+``autograded/``, where nbgrader's feedback command finds them.
 
-Notebooks run in a kernel of *this* Python environment, whatever kernels the user has registered.
+Source notebooks are validated in a kernel of *this* Python environment, whatever kernels the
+user has registered.
 """
 
 import argparse
@@ -25,6 +28,10 @@ from pathlib import Path
 
 import nbformat
 from traitlets.config.loader import PyFileConfigLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # grading.py and sandbox.py, beside this file
+from grading import Job, Outcome, grade_notebook  # noqa: E402
+from sandbox import Limits, bwrap_problem  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = REPO / "assignments"
@@ -160,7 +167,7 @@ def release(course: Path, names=()) -> list:
 
 @dataclass
 class Row:
-    """One line of the score table: a student's result on one assignment."""
+    """One line of the score table: a student's result on one assignment (its one schema)."""
 
     student: str
     assignment: str
@@ -169,31 +176,52 @@ class Row:
     status: str = "graded"
     failed_tests: list = field(default_factory=list)
     details: str = ""
+    flags: str = ""  # suspicious code, for the instructor to look at; it does not change the score
+    isolation: str = "sandbox"  # or "UNSANDBOXED" (--unsandboxed)
+    seconds: float = 0.0
 
 
-def released_assignments(db_url: str) -> dict:
-    """``{assignment: (max score, {notebook: (all nbgrader cell ids, test cell ids)})}`` for every
-    assignment in the gradebook, as recorded at release time."""
+def released_assignments(db_url: str, course: Path) -> dict:
+    """``{assignment: (max score, {notebook: cells})}`` as recorded in the gradebook at release
+    time, where ``cells`` is ``{grade_id: {"kind": "setup" | "answer" | "test", "source",
+    "points"}}`` in the order of the source notebook (when it is still there)."""
     from nbgrader.api import Gradebook
+    released = {}
     with Gradebook(db_url) as gb:
-        return {a.name: (a.max_score, {nb.name: ({c.name for c in nb.source_cells},
-                                                 {c.name for c in nb.grade_cells} - {c.name for c in nb.solution_cells})
-                                       for nb in a.notebooks})
-                for a in sorted(gb.assignments, key=lambda a: a.name)}
+        for a in sorted(gb.assignments, key=lambda a: a.name):
+            notebooks = {}
+            for nb in a.notebooks:
+                points = {c.name: c.max_score for c in nb.grade_cells}
+                answers = {c.name for c in nb.solution_cells}
+                cells = {c.name: {"kind": "answer" if c.name in answers else "test" if c.name in points
+                                  else "setup", "source": c.source, "points": points.get(c.name, 0.0)}
+                         for c in nb.source_cells if c.cell_type == "code"}
+                order = source_order(course / "source" / a.name / f"{nb.name}.ipynb")
+                notebooks[nb.name] = dict(sorted(cells.items(), key=lambda kv: order.get(kv[0], len(order))))
+            released[a.name] = (a.max_score, notebooks)
+    return released
+
+
+def source_order(path: Path) -> dict:
+    return {gid: i for i, gid in enumerate(nbgrader_cells(nbformat.read(path, as_version=4)))} \
+        if path.is_file() else {}
+
+
+def withheld_objects(course: Path, assignment: str, notebook: str) -> list:
+    """The course_lib solutions this notebook asks the student to write (its ``grading.withheld``)."""
+    path = course / "source" / assignment / f"{notebook}.ipynb"
+    meta = nbformat.read(path, as_version=4).metadata if path.is_file() else {}
+    return list(meta.get("grading", {}).get("withheld", []))
 
 
 def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
-    """Check a submission folder before nbgrader sees it; fill ``row`` and return whether to grade.
-
-    nbgrader stops on a notebook it cannot read and skips one it does not know, so these cases
-    are caught here, with what the instructor should do about each.
-    """
+    """Check a submission folder before grading; fill ``row`` and return whether to grade."""
     if not folder.is_dir():
         row.status = "not submitted"
         return False
     found = {p.name for p in folder.glob("*.ipynb")}
     missing, notes = [], []
-    for name, (cell_ids, test_ids) in expected.items():
+    for name, cells in expected.items():
         path = folder / f"{name}.ipynb"
         if not path.is_file():
             missing.append(path.name)
@@ -205,13 +233,13 @@ def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
             row.details = (f"{path.name} is not a valid notebook file ({_line(e)}); "
                            "ask the student to submit it again")
             return False
-        present = set(nbgrader_cells(nb))
-        deleted_tests = sorted(test_ids - present)
-        deleted_other = sorted(cell_ids - test_ids - present)
+        present = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells}
+        deleted_tests = [g for g, c in cells.items() if c["kind"] == "test" and g not in present]
+        deleted_other = [g for g, c in cells.items() if c["kind"] != "test" and g not in present]
         if deleted_tests:
             row.status = "graded, test cells restored"
             notes.append(f"{path.name}: the student deleted test cells {', '.join(deleted_tests)}; "
-                         "nbgrader put them back and ran them")
+                         "they were put back and run")
         if deleted_other:
             notes.append(f"{path.name}: the student deleted cells {', '.join(deleted_other)}")
     row.details = "; ".join(notes)
@@ -227,76 +255,109 @@ def inspect_submission(folder: Path, expected: dict, row: Row) -> bool:
     return True
 
 
-def autograde(course: Path, csv_path: Path = None) -> list:
-    """Grade ``submitted/<student>/<assignment>/`` for every student and assignment, in order.
+@dataclass(frozen=True)
+class Grading:
+    """How ``autograde`` runs: the limits, the sandbox (or not), the number of parallel workers."""
 
-    Returns the score table rows and writes them to ``csv_path`` (``<course>/scores.csv``). A bad
-    submission gets a row saying what is wrong; grading goes on with the next one.
+    limits: Limits = Limits()
+    sandboxed: bool = True
+    jobs: int = 0  # 0: one per CPU core
+
+
+def autograde(course: Path, csv_path: Path = None, grading: Grading = Grading()) -> list:
+    """Grade ``submitted/<student>/<assignment>/`` for every student and assignment, in parallel.
+
+    Returns the score table rows and writes them to ``csv_path`` (``<course>/scores.csv``); each
+    graded notebook goes to ``autograded/`` and its scores to the gradebook. A bad submission
+    gets a row saying what is wrong; grading goes on with the others.
     """
+    from nbgrader.apps import NbGraderAPI
+    if grading.sandboxed and (problem := bwrap_problem(REPO)):
+        raise AssignmentError(f"{problem}. Grading runs each student's code in that sandbox; to grade "
+                              "without it (students' code could then read and change anything you can) "
+                              "pass --unsandboxed, which the score table records")
     submitted = course / "submitted"
     students = sorted(p.name for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if submitted.is_dir() else []
     if not students:
         raise AssignmentError(f"no submissions in {submitted}: put each student's work in "
                               "submitted/<student>/<assignment>/<notebook>.ipynb")
-    api = nbgrader_api(course)
-    released = released_assignments(api.coursedir.db_url)
+    db_url = NbGraderAPI(config=load_config(course)).coursedir.db_url
+    released = released_assignments(db_url, course)
     if not released:
-        raise AssignmentError(f"no assignment is in the gradebook {api.coursedir.db_url}: run "
+        raise AssignmentError(f"no assignment is in the gradebook {db_url}: run "
                               "`make assignments` (python tools/assignments.py release) before grading")
-    rows = []
+    rows, jobs = [], []
     for student in students:
         for folder in sorted(p for p in (submitted / student).iterdir()
                              if p.is_dir() and not p.name.startswith(".") and p.name not in released):
             rows.append(Row(student, folder.name, status="unknown assignment", details=(
                 f"no released assignment named {folder.name}; they are {', '.join(released)}")))
         for assignment, (max_score, notebooks) in released.items():
-            row = Row(student, assignment, max_score=max_score)
-            print(f"grading {student} / {assignment}", flush=True)
-            if inspect_submission(submitted / student / assignment, notebooks, row):
-                try:
-                    result = api.autograde(assignment, student)
-                except Exception as e:  # one broken submission must not stop the others
-                    result = {"success": False, "error": f"{type(e).__name__}: {e}"}
-                if result["success"]:
-                    read_scores(api.gradebook, course, row)
-                else:
-                    row.status = "autograde error"
-                    row.details = "; ".join(filter(None, [row.details, _line(result.get("error", ""), -1)]))
+            row = Row(student, assignment, max_score=max_score,
+                      isolation="sandbox" if grading.sandboxed else "UNSANDBOXED")
             rows.append(row)
+            if inspect_submission(submitted / student / assignment, notebooks, row):
+                jobs += [(row, Job(student, assignment, nb, submitted / student / assignment / f"{nb}.ipynb",
+                                   cells, withheld_objects(course, assignment, nb), grading.limits,
+                                   grading.sandboxed, REPO))
+                         for nb, cells in notebooks.items() if (submitted / student / assignment / f"{nb}.ipynb").is_file()]
+    for row, job, outcome in run_jobs(jobs, grading.jobs):
+        record(course, db_url, row, job, outcome)
     write_csv(rows, csv_path or course / "scores.csv")
     return rows
 
 
-def read_scores(gradebook, course: Path, row: Row) -> None:
-    """Fill ``row`` from the gradebook, naming each failed test and the first thing it reported."""
-    with gradebook as gb:
-        submission = gb.find_submission(row.assignment, row.student)
-        row.score, row.max_score = submission.score, submission.max_score
-        failures = []
-        for notebook in submission.notebooks:
-            outputs = _test_outputs(course / "autograded" / row.student / row.assignment / f"{notebook.name}.ipynb")
-            for grade in notebook.grades:
-                if grade.score < grade.max_score:
-                    row.failed_tests.append(grade.name)
-                    failures.append(f"{grade.name} ({grade.score:g}/{grade.max_score:g}): "
-                                    f"{outputs.get(grade.name, 'no output')}")
-    row.details = "; ".join(filter(None, [row.details] + failures))
+def run_jobs(jobs: list, workers: int):
+    """``(row, job, outcome)`` for each job, graded by ``workers`` processes as they finish."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    workers = workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=min(workers, max(len(jobs), 1))) as pool:
+        futures = {pool.submit(grade_notebook, job): (row, job) for row, job in jobs}
+        for future in as_completed(futures):
+            row, job = futures[future]
+            print(f"graded {job.student} / {job.assignment}", flush=True)
+            try:
+                outcome = future.result()
+            except Exception as e:  # a bug of ours, not the student's: say so, grade the rest
+                outcome = Outcome(problems=[f"grader error {type(e).__name__}: {_line(e)}"])
+            yield row, job, outcome
 
 
-def _test_outputs(path: Path) -> dict:
-    """``{test grade id: the first FAIL line of its report, or its error}`` in a graded notebook."""
-    found = {}
-    if not path.is_file():
-        return found
-    for cell in nbformat.read(path, as_version=4).cells:
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                fails = [ln.strip() for ln in out.get("evalue", "").splitlines() if ln.strip().startswith("FAIL")]
-                found[gid] = (" ".join(fails[0].split()) if fails else
-                              f"{out.get('ename')}: {_line(out.get('evalue', ''))}").rstrip(": ")
-    return found
+def record(course: Path, db_url: str, row: Row, job: Job, outcome: Outcome) -> None:
+    """Write one graded notebook to ``autograded/``, its scores to the gradebook and to ``row``."""
+    from nbgrader.api import Gradebook
+    from course_lib.runlog import atomic_write
+
+    if outcome.feedback is not None:
+        path = course / "autograded" / job.student / job.assignment / f"{job.notebook}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, nbformat.writes(outcome.feedback))
+    with Gradebook(db_url) as gb:
+        gb.update_or_create_student(job.student)
+        submission = gb.update_or_create_submission(job.assignment, job.student)
+        for gid, score in outcome.scores.items():
+            grade = gb.find_grade(gid, job.notebook, job.assignment, job.student)
+            grade.auto_score = score
+        gb.db.commit()
+        row.score = gb.find_submission(job.assignment, job.student).score
+        del submission
+    failed = [gid for gid, score in outcome.scores.items() if score < job.cells[gid]["points"]]
+    row.failed_tests += failed
+    if outcome.problems:
+        row.status = "; ".join([row.status] + outcome.problems)
+    if not outcome.scores and not outcome.problems:
+        row.status = "not graded"
+    row.flags = "; ".join(filter(None, [row.flags] + outcome.flags))
+    row.seconds += round(outcome.seconds, 1)
+    row.details = "; ".join(filter(None, [row.details] + outcome.notes + [
+        f"{gid} (0/{job.cells[gid]['points']:g}): {first_failure(outcome.failures.get(gid, ''))}" for gid in failed]))
+
+
+def first_failure(error: str) -> str:
+    """The first FAIL line of a check's report, or the error's first line."""
+    fails = [ln.strip() for ln in error.splitlines() if ln.strip().startswith("FAIL")]
+    return " ".join(fails[0].split()) if fails else _line(error).rstrip(": ")
 
 
 def write_csv(rows: list, path: Path) -> None:
@@ -308,18 +369,22 @@ def write_csv(rows: list, path: Path) -> None:
     atomic_write(path, table.to_csv(index=False))
 
 
-def print_table(rows: list) -> None:
-    width = {k: max([len(k)] + [len(str(getattr(r, k))) for r in rows]) for k in ("student", "assignment", "status")}
+def print_table(rows: list, grading: Grading) -> None:
+    width = {k: max([len(k)] + [len(str(getattr(r, k))) for r in rows]) for k in ("student", "assignment")}
+    isolation = "sandbox (bubblewrap)" if grading.sandboxed else "UNSANDBOXED (--unsandboxed)"
+    print(f"\ngraded in: {isolation}; limits: {grading.limits.describe()}")
     print(f"\n{'student':<{width['student']}}  {'assignment':<{width['assignment']}}  "
-          f"{'score':>11}  {'status':<{width['status']}}  failed tests")
+          f"{'score':>11}  {'time':>6}  status  [failed tests]")
     for r in rows:
+        failed = f"  [{', '.join(r.failed_tests)}]" if r.failed_tests else ""
         print(f"{r.student:<{width['student']}}  {r.assignment:<{width['assignment']}}  "
-              f"{r.score:>5g} / {r.max_score:<3g}  {r.status:<{width['status']}}  {', '.join(r.failed_tests)}".rstrip())
-    notes = [r for r in rows if r.details]
-    if notes:
-        print("\nnotes:")
-        for r in notes:
-            print(f"  {r.student} / {r.assignment}: {r.details}")
+              f"{r.score:>5g} / {r.max_score:<3g}  {r.seconds:>5.1f}s  {r.status}{failed}")
+    for title, key in (("notes", "details"), ("suspicious code (look at these notebooks)", "flags")):
+        noted = [r for r in rows if getattr(r, key)]
+        if noted:
+            print(f"\n{title}:")
+            for r in noted:
+                print(f"  {r.student} / {r.assignment}: {getattr(r, key)}")
 
 
 def _line(text, index: int = 0) -> str:
@@ -358,6 +423,14 @@ def main(argv=None) -> int:
                                         help="skip running the source notebooks first")
     grade = sub.add_parser("autograde", help="grade submitted/<student>/<assignment>/ and print the scores")
     grade.add_argument("--csv", type=Path, help="where to write the score table (default: <course>/scores.csv)")
+    grade.add_argument("--jobs", type=int, default=0, help="notebooks graded at once (default: one per CPU core)")
+    grade.add_argument("--cell-timeout", type=float, default=Limits.cell_s, metavar="S",
+                       help=f"seconds one answer cell or one test may run (default {Limits.cell_s:g})")
+    grade.add_argument("--notebook-timeout", type=float, default=Limits.notebook_s, metavar="S",
+                       help=f"seconds one notebook may take in all (default {Limits.notebook_s:g})")
+    grade.add_argument("--unsandboxed", action="store_true",
+                       help="run students' code without bubblewrap (it can then read and change your "
+                            "files); the score table records it")
     args = parser.parse_args(argv)
     course = args.course_dir.resolve()
 
@@ -376,8 +449,12 @@ def main(argv=None) -> int:
                 for path in release(course, args.names):
                     print(f"released  {path.relative_to(course)}")
             elif args.command == "autograde":
-                rows = autograde(course, args.csv)
-                print_table(rows)
+                if args.jobs < 0 or args.cell_timeout <= 0 or args.notebook_timeout <= 0:
+                    raise AssignmentError("--jobs must be >= 0 and the timeouts > 0 seconds, got "
+                                          f"{args.jobs}, {args.cell_timeout:g}, {args.notebook_timeout:g}")
+                grading = Grading(Limits(args.cell_timeout, args.notebook_timeout), not args.unsandboxed, args.jobs)
+                rows = autograde(course, args.csv, grading)
+                print_table(rows, grading)
                 print(f"\nscore table written to {args.csv or course / 'scores.csv'}")
         except AssignmentError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .core import TOLERANCE, Report, _is_function_class, _raised, compare
+from ..models import NeuralNet
+from ..train import evaluate, train_epoch
+from .core import TOLERANCE, Report, _is_function_class, _raised, check_gradcheck, compare
+
 
 def _random_linear_cases(seed: int, n_cases: int):
     """(name, input, weight, bias) in float64 with shapes drawn from ``seed``; every other case
@@ -31,34 +34,28 @@ def _random_linear_cases(seed: int, n_cases: int):
 def check_linear_random(fn, seed: int = 0, n_cases: int = 3) -> Report:
     """Check a Linear ``Function`` class on ``n_cases`` random shapes drawn from ``seed``.
 
-    For each case: the output against ``input @ weight + bias``, then ``torch.autograd.gradcheck``,
-    which compares ``fn.backward`` with finite differences of ``fn.forward`` (and fails on a
-    gradient of the wrong shape). Hard-coded shapes or numbers cannot pass a fresh seed.
+    For each case: the output against ``input @ weight + bias`` (``apply(input, weight)`` when
+    there is no bias), then each gradient against finite differences of ``fn``'s own forward
+    (``check_gradcheck``). Hard-coded shapes or numbers cannot pass a fresh seed.
     """
     if not _is_function_class(fn):
         raise TypeError(f"check_linear_random: expected a torch.autograd.Function class, got {fn!r}")
     report = Report(f"check_linear_random(seed={seed})")
     for case, x, w, b in _random_linear_cases(seed, n_cases):
+        inputs = tuple(t for t in (x, w, b) if t is not None)
         try:
-            out = fn.apply(x, w, b)
+            out = fn.apply(*inputs)
         except Exception as e:
-            report.add(f"output ({case})", False, f"raised {type(e).__name__}: {e}")
+            _raised(report, f"output ({case})", e)
             continue
         if not compare(f"output ({case})", out, F.linear(x, w.t(), b), report):
             continue
-        inputs = tuple(t.clone().requires_grad_() for t in (x, w, b) if t is not None)
-        try:
-            ok = torch.autograd.gradcheck(fn.apply, inputs, raise_exception=False)
-            detail = "finite differences agree with backward" if ok else \
-                "finite differences disagree with backward: check each gradient's formula"
-        except Exception as e:  # e.g. a gradient of the wrong shape, caught by autograd itself
-            ok, detail = False, f"raised {type(e).__name__}: {_first_line(e)}"
-        report.add(f"gradients ({case})", ok, detail)
+        names = ("input", "weight", "bias")[:len(inputs)]
+        lines = check_gradcheck(fn, [t.clone().requires_grad_() for t in inputs], names, seed).lines
+        for line in lines:
+            line.name = f"gradient of {line.name} ({case})" if line.name != "backward" else f"backward ({case})"
+        report.lines += lines
     return report
-
-
-def _first_line(error: Exception) -> str:
-    return next((line for line in str(error).splitlines() if line.strip()), "")
 
 
 def check_gradients(got, expected: dict, title: str = "check_gradients") -> Report:
@@ -102,6 +99,42 @@ def _toy_mnist_batches(seed: int, sizes=(8, 8, 5)):
     return [(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in sizes]
 
 
+class _Recorder(torch.nn.Module):
+    """Notes, in buffers, whether each forward ran in training mode and with gradients on.
+
+    Buffers travel with the model's ``state_dict``, so the notes come back even when the student's
+    function ran in another process (the autograder's sandbox) on a copy of the model.
+    """
+
+    def __init__(self, capacity: int = 64):
+        super().__init__()
+        self.register_buffer("calls", torch.full((capacity, 2), -1, dtype=torch.int8))
+
+    def record(self) -> None:
+        note = torch.tensor([self.training, torch.is_grad_enabled()], dtype=torch.int8)
+        with torch.no_grad():
+            free = (self.calls[:, 0] < 0).nonzero()
+            if len(free):
+                self.calls[free[0, 0]] = note
+
+    def modes(self) -> list:
+        """``[(training, grad enabled)]``, one pair per forward call."""
+        return [(bool(t), bool(g)) for t, g in self.calls.tolist() if t >= 0]
+
+
+class _RecordingNet(NeuralNet):
+    """The course's ``NeuralNet`` that records the mode of every forward call."""
+
+    def __init__(self, num_units: int):
+        super().__init__(num_units)
+        self.recorder = _Recorder()
+
+    def forward(self, x):
+        self.recorder.training = self.training
+        self.recorder.record()
+        return super().forward(x)
+
+
 def check_train_epoch(fn, seed: int = 0, lr: float = 0.05) -> Report:
     """Check ``fn(model, batches, optimizer) -> loss`` trains one epoch as ``course_lib.train`` does.
 
@@ -109,61 +142,61 @@ def check_train_epoch(fn, seed: int = 0, lr: float = 0.05) -> Report:
     ``course_lib.train.train_epoch``: per batch cross-entropy, ``zero_grad``, ``backward``,
     ``step``, in training mode. The returned loss must be the mean over every sample.
     """
-    from ..models import NeuralNet  # imported here: the checks sit above the library
-    from ..train import train_epoch
-
     report = Report("check_train_epoch")
     batches = _toy_mnist_batches(seed)
     with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
         torch.manual_seed(seed)
-        model = NeuralNet(16)
+        model = _RecordingNet(16)
+    initial = copy.deepcopy(model.state_dict())
     reference = copy.deepcopy(model)
     ref_loss, _, _ = train_epoch(reference, batches, torch.optim.SGD(reference.parameters(), lr=lr, momentum=0.9))
     model.eval()  # the function must switch to training mode itself
-    modes = []
-    hook = model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
     try:
         loss = fn(model, iter(batches), torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     except Exception as e:
         return _raised(report, "train_epoch", e)
-    finally:
-        hook.remove()
-    report.add("training mode", bool(modes) and all(modes), "model.train() was called" if all(modes)
-               else "the model ran in eval mode: call model.train() first")
+    modes = [training for training, _ in model.recorder.modes()]
+    if not modes:
+        report.add("training mode", False, "the model never ran: call model(images) for each batch")
+    else:
+        report.add("training mode", all(modes), "model.train() was called" if all(modes)
+                   else "the model ran in eval mode: call model.train() first")
     report.add("batches", len(modes) == len(batches), f"the model ran {len(modes)} times for "
                f"{len(batches)} batches" + ("" if len(modes) == len(batches) else ": once per batch"))
-    number = _number(loss)
-    if number is None:
-        report.add("loss returned", False, f"returned {type(loss).__name__}, expected the mean loss as a number")
-    elif math.isclose(number, ref_loss, rel_tol=1e-4):
-        report.add("loss returned", True, f"{number:.5g}, the mean over all {sum(len(y) for _, y in batches)} samples")
-    else:
-        report.add("loss returned", False, f"{number:.5g}, expected {ref_loss:.5g}: the cross-entropy averaged "
-                   "over every sample (weight each batch's mean loss by its size)")
+    _loss_line(report, loss, ref_loss, sum(len(y) for _, y in batches))
+    params = [(name, p) for name, p in model.named_parameters()]
+    if all(torch.equal(p.detach(), initial[name]) for name, p in params):
+        report.add("parameters", False, "unchanged: call optimizer.step() after loss.backward() for each batch")
+        return report
     hint = "Per batch: optimizer.zero_grad(), forward, F.cross_entropy, loss.backward(), optimizer.step()."
-    for (name, got), expected in zip(model.named_parameters(), reference.parameters()):
+    for (name, got), expected in zip(params, reference.parameters()):
         compare(name, got, expected, report, hint=hint)
     return report
 
 
-class _Predicts(torch.nn.Module):
+def _loss_line(report: Report, loss, ref_loss: float, n_samples: int) -> None:
+    number = _number(loss)
+    if number is None:
+        report.add("loss returned", False, f"returned {type(loss).__name__}, expected the mean loss as a number")
+    elif math.isclose(number, ref_loss, rel_tol=1e-4):
+        report.add("loss returned", True, f"{number:.5g}, the mean over all {n_samples} samples")
+    else:
+        report.add("loss returned", False, f"{number:.5g}, expected {ref_loss:.5g}: the cross-entropy averaged "
+                   "over every sample (weight each batch's mean loss by its size)")
+
+
+class _Predicts(_Recorder):
     """A "classifier" that predicts the class written in each image's first pixel; it records
     whether it ran in training mode and with gradients on."""
 
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
     def forward(self, images):
-        self.calls.append((self.training, torch.is_grad_enabled()))
+        self.record()
         return F.one_hot(images[:, 0, 0, 0].long(), 10).float()
 
 
 def check_evaluate_accuracy(fn) -> Report:
     """Check ``fn(model, batches) -> accuracy``: correct predictions over every sample, as a
     fraction, in eval mode and without gradients (compared with ``course_lib.train.evaluate``)."""
-    from ..train import evaluate
-
     report = Report("check_evaluate_accuracy")
     correct = [8, 4, 0]  # of batches of 8, 8 and 2: a mean of the batch means would say 50%
     batches = []
@@ -189,10 +222,12 @@ def check_evaluate_accuracy(fn) -> Report:
                      "A mean of the batch accuracies: count correct predictions over every sample"}
         hint = next((h for value, h in hints.items() if math.isclose(number, value, rel_tol=1e-6)), "")
         report.add("accuracy", False, f"{number:.4g}, expected {expected:.4f}. {hint}".strip())
-    report.add("eval mode", bool(model.calls) and not any(t for t, _ in model.calls),
-               "model.eval() was called" if model.calls and not any(t for t, _ in model.calls)
+    calls = model.modes()
+    if not calls:
+        report.add("model called", False, "the model never ran: call model(images) for each batch")
+        return report
+    report.add("eval mode", not any(t for t, _ in calls), "model.eval() was called" if not any(t for t, _ in calls)
                else "the model ran in training mode: call model.eval() first")
-    report.add("no gradients", bool(model.calls) and not any(g for _, g in model.calls),
-               "ran under torch.no_grad()" if model.calls and not any(g for _, g in model.calls)
+    report.add("no gradients", not any(g for _, g in calls), "ran under torch.no_grad()" if not any(g for _, g in calls)
                else "gradients were recorded: evaluate inside `with torch.no_grad():`")
     return report

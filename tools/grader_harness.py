@@ -1,0 +1,216 @@
+"""The student's side of the autograder: runs inside the sandbox, never in the grader's process.
+
+    python grader_harness.py WORKDIR REQUEST_FD RESPONSE_FD
+
+``WORKDIR/program.pt`` (written by ``tools/sandbox.py``) holds the cells to run and the course_lib
+objects to withhold. The harness runs the cells one by one, each one's output going to
+``WORKDIR/output/cell<N>.txt``, then answers the grader's requests: call one of the student's
+functions, or run a student's autograd Function's forward or backward through a stand-in ``ctx``.
+Requests and answers are ``torch.save`` frames on two pipes.
+
+Nothing here is trusted: the student's code runs in this process and may change anything in it.
+The grader loads what comes back with ``torch.load(weights_only=True)`` (tensors, numbers, strings,
+lists and dicts only) and checks every value itself.
+"""
+
+import builtins
+import collections
+import importlib
+import io
+import os
+import pickle
+import struct
+import sys
+import traceback
+
+import torch
+
+KEEP_HANDLES = 512  # forward calls whose ctx a later backward may still ask for
+
+
+def send(fd: int, message) -> None:
+    buffer = io.BytesIO()
+    torch.save(message, buffer)
+    data = buffer.getvalue()
+    view = memoryview(struct.pack(">Q", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def receive(fd: int):
+    def exactly(n):
+        chunks = []
+        while n:
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    (size,) = struct.unpack(">Q", exactly(8))
+    return pickle.loads(exactly(size))  # written by the grader
+
+
+class Withheld:
+    """Stands in for a course_lib solution while the assignment that asks for it is graded."""
+
+    def __init__(self, name: str, assignment: str):
+        self._message = (f"{name} is course_lib's solution, withheld while {assignment} is graded: "
+                         "use your own implementation")
+
+    def __call__(self, *args, **kwargs):
+        raise NotImplementedError(self._message)
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise NotImplementedError(self._message)
+
+
+def withhold(names, assignment: str) -> None:
+    """Replace each ``module.attr`` in ``names`` wherever a course_lib module holds it."""
+    importlib.import_module("course_lib.checks")  # the modules that import the solutions
+    for qualified in names:
+        module, attr = qualified.rsplit(".", 1)
+        original = getattr(importlib.import_module(module), attr)
+        stub = Withheld(qualified, assignment)
+        for name, mod in list(sys.modules.items()):
+            if name == "course_lib" or name.startswith("course_lib."):
+                for key, value in list(vars(mod).items()):
+                    if value is original:
+                        setattr(mod, key, stub)
+
+
+def redirect_output(path: str) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the last cell's output went past the size limit
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # a cell may have deleted the folder
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def error_of(e: BaseException) -> dict:
+    return {"ename": type(e).__name__, "evalue": str(e)[:4000],
+            "traceback": "".join(traceback.format_exception(e))[-8000:]}
+
+
+def run_cells(program: dict, namespace: dict, workdir: str, out: int) -> None:
+    setup_names = None
+    for index, kind, source in program["cells"]:
+        if kind == "answer" and setup_names is None:
+            setup_names = set(namespace)
+        send(out, {"event": "start", "cell": index})
+        redirect_output(os.path.join(workdir, "output", f"cell{index}.txt"))
+        error = None
+        try:
+            exec(compile(source, f"<cell {index}>", "exec"), namespace)
+        except BaseException as e:  # noqa: BLE001 (a notebook shows every error and goes on)
+            error = error_of(e)
+        send(out, {"event": "end", "cell": index, "error": error})
+    setup_names = set(namespace) if setup_names is None else setup_names
+    defined = {name: kind_of(value) for name, value in namespace.items()
+               if name not in setup_names and not name.startswith("_")}
+    send(out, {"event": "ready", "names": defined})
+
+
+def kind_of(value) -> str:
+    if isinstance(value, type) and issubclass(value, torch.autograd.Function):
+        return "function_class"
+    return "callable" if callable(value) else "value"
+
+
+def to_wire(value, depth: int = 0):
+    """``value`` as something ``torch.load(weights_only=True)`` accepts."""
+    if depth > 20:
+        return None
+    if isinstance(value, torch.Tensor):  # a plain tensor; a new parameter keeps requires_grad
+        return value.detach().clone().requires_grad_(value.requires_grad and value.is_leaf)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [to_wire(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: to_wire(v, depth + 1) for k, v in value.items() if isinstance(k, (str, int))}
+    if isinstance(value, torch.nn.Module):
+        return {"__module__": f"{type(value).__module__}.{type(value).__qualname__}",
+                "state_dict": {k: v.detach().clone() for k, v in value.state_dict().items()}}
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        try:
+            return to_wire(value.item(), depth + 1)
+        except Exception:  # noqa: BLE001
+            pass
+    return {"__object__": type(value).__name__}
+
+
+def state_after(args) -> list:
+    """For each argument, what the grader needs to mirror the call's effects on its own copy:
+    a tensor's value now; a dict's entries now; a module's state_dict now."""
+    after = []
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            after.append(arg.detach().clone())
+        elif isinstance(arg, dict):
+            after.append({"entries": {k: to_wire(v) for k, v in arg.items() if isinstance(k, (str, int))}})
+        elif isinstance(arg, torch.nn.Module):
+            after.append({"state_dict": {k: v.detach().clone() for k, v in arg.state_dict().items()}})
+        else:
+            after.append(None)
+    return after
+
+
+def serve(namespace: dict, inp: int, out: int) -> None:
+    from course_lib.checks.autograd import run_backward, run_forward
+
+    handles = collections.OrderedDict()
+    while True:
+        try:
+            request = receive(inp)
+        except EOFError:
+            return
+        try:
+            op = request["op"]
+            if op == "call":
+                args = request["args"]
+                before = [dict(arg) if isinstance(arg, dict) else None for arg in args]
+                value = namespace[request["name"]](*args, **request["kwargs"])
+                answer = {"value": to_wire(value), "args": state_after(args),
+                          "same": [[k for k, v in arg.items() if k in old and old[k] is v]
+                                   if isinstance(arg, dict) else None for arg, old in zip(args, before)]}
+            elif op == "forward":
+                fn = namespace[request["name"]]
+                ctx, output = run_forward(fn, request["inputs"], request["needs"])
+                handles[request["handle"]] = (fn, ctx, len(request["inputs"]))
+                while len(handles) > KEEP_HANDLES:
+                    handles.popitem(last=False)
+                answer = {"value": to_wire(output)}
+            elif op == "backward":
+                fn, ctx, n_inputs = handles[request["handle"]]
+                answer = {"value": to_wire(run_backward(fn, ctx, request["grads"][0], n_inputs))}
+            else:
+                raise ValueError(f"unknown request {op!r}")
+            send(out, {"event": "result", **answer})
+        except BaseException as e:  # noqa: BLE001 (report it to the grader, serve the next request)
+            send(out, {"event": "raised", **error_of(e)})
+
+
+def main() -> None:
+    workdir, inp, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    os.chdir(workdir)
+    program = torch.load(os.path.join(workdir, "program.pt"), weights_only=True)
+    os.makedirs(os.path.join(workdir, "output"), exist_ok=True)
+    withhold(program["withheld"], program["assignment"])
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    run_cells(program, namespace, workdir, out)
+    redirect_output(os.path.join(workdir, "output", "calls.txt"))
+    serve(namespace, inp, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Grade one student's notebook: answers in the sandbox, tests in this (trusted) process.
+
+The program the sandbox runs is the assignment's setup cells (the instructor's code, from the
+gradebook) followed by the student's answer cells (the cells whose ``grade_id`` is a solution in
+the gradebook); try-out cells and the student's copies of test cells never run. The test cells (the
+instructor's, hidden tests included, from the gradebook) run here, in a namespace holding the setup
+code and proxies for what the answer cells defined: everything the student's code computes comes
+back as plain values and is checked by code the student cannot reach.
+
+Everything that goes wrong gets a short problem line naming the cell and the limit, and the
+other answers are still graded: a cell that ran too long, ended the process or printed too much is
+left out and the process started again without it.
+"""
+
+import contextlib
+import io
+import linecache
+import re
+import tempfile
+import time
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import torch
+
+from sandbox import Budget, Limits, Sandbox, StudentProcessEnded, read_output
+
+# What an honest answer never needs; each hit is shown to the instructor, not scored.
+SUSPICIOUS = {
+    "get_ipython": r"\bget_ipython\b", "input_transformers": r"input_transformers",
+    "showtraceback": r"showtraceback", "events.register": r"events\s*\.\s*register",
+    "assigns to torch.*": r"(?<![\w.])(torch|nn|F)(\.\w+)+\s*=(?!=)|setattr\(\s*(torch|nn|F)\b",
+    "assigns to course_lib.*": r"(?<![\w.])(course_lib|checks|Report)(\.\w+)+\s*=(?!=)"
+                               r"|setattr\(\s*(course_lib|checks|Report)\b",
+    "exec/eval": r"(?<![\w.])(exec|eval|compile)\s*\(", "open(": r"(?<![\w.])open\s*\(|\.read_(text|bytes)\s*\(",
+    "gradebook": r"gradebook", "source/": r"source/|\.\./", "imports importlib/ctypes/subprocess":
+        r"\bimport\s+(importlib|ctypes|subprocess|socket)|__import__", "sys.modules": r"sys\s*\.\s*modules",
+    "os._exit": r"os\s*\.\s*_exit", "monkey-patches builtins": r"\bbuiltins\b|__builtins__",
+}
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to grade one notebook (picklable: workers run in other processes)."""
+
+    student: str
+    assignment: str
+    notebook: str  # the notebook's name, without .ipynb
+    path: Path  # the student's notebook
+    cells: dict  # {grade_id: {"kind": "setup" | "answer" | "test", "source": str, "points": float}}
+    withheld: list  # course_lib objects the sandbox replaces (e.g. "course_lib.train.train_epoch")
+    limits: Limits
+    sandboxed: bool
+    repo: Path
+
+
+@dataclass
+class Outcome:
+    """One graded notebook: a score per test, the problems and flags for the table, the feedback."""
+
+    scores: dict = field(default_factory=dict)  # {test grade_id: points earned}
+    failures: dict = field(default_factory=dict)  # {test grade_id: error text}
+    problems: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    restored: list = field(default_factory=list)  # test cells the student deleted
+    notes: list = field(default_factory=list)  # answer cells that raised, for the details column
+    graded_copy: dict = field(default_factory=dict)  # {grade_id: the index of the cell graded}
+    feedback: dict = None  # the graded notebook, for autograded/
+    seconds: float = 0.0
+
+
+def suspicious(index: int, source: str) -> list:
+    hits = [name for name, pattern in SUSPICIOUS.items() if re.search(pattern, source)]
+    return [f"cell {index}: {', '.join(hits)}"] if hits else []
+
+
+class StudentCode:
+    """The student's process for one notebook, started (again) on demand without the cells that
+    broke it; ``call`` sends one request within the current budget."""
+
+    def __init__(self, job: Job, program: list, workdir: Path, deadline: float):
+        self.job, self.program, self.deadline = job, program, deadline
+        self.sandbox = Sandbox(workdir, job.limits, job.sandboxed, job.repo)
+        self.skipped = {}  # cell index -> why it was left out
+        self.cut = {}  # cell index -> why it stopped early (what it defined before still counts)
+        self.results = {}  # cell index -> {"error": dict | None, "output": str}
+        self.names = {}
+        self.budget = None  # of the test running now
+        self.test = None  # its grade_id
+        self.stopped = []  # tests during which the student's process was stopped, and why
+
+    def ensure_running(self) -> None:
+        while not self.sandbox.running:
+            cells = [(i, kind, src) for i, kind, src, _ in self.program if i not in self.skipped]
+            self.sandbox.start({"cells": cells, "withheld": self.job.withheld, "assignment": self.job.assignment})
+            current = None
+            try:
+                while True:
+                    doing = ("starting Python" if current is None else f"cell {current}" if current > 0
+                             else "the assignment's setup cell")
+                    message = self.sandbox.next_message(Budget.for_cell(self.job.limits, self.deadline), doing)
+                    if message.get("event") == "start" and isinstance(message.get("cell"), int):
+                        current = message["cell"]
+                    elif message.get("event") == "end" and isinstance(message.get("cell"), int):
+                        self._cell_done(message["cell"], message.get("error"))
+                        current = None
+                    elif message.get("event") == "ready":
+                        self.names = dict(message.get("names", {}))
+                        return
+            except StudentProcessEnded as e:
+                if current is None or current in self.skipped:
+                    raise
+                self.skipped[current] = f"{e}"
+                self.results[current] = {"error": None, "output": self._output(current)}
+
+    def _cell_done(self, index: int, error) -> None:
+        output = self._output(index)
+        if not isinstance(error, (dict, type(None))) or (error and not {"ename", "evalue", "traceback"} <= set(error)):
+            error = {"ename": "Error", "evalue": "the cell failed", "traceback": ""}
+        if error and error.get("ename") == "OSError" and "File too large" in error.get("evalue", ""):
+            self.cut[index] = (f"cell {index} printed more than {self.job.limits.output_bytes / 1e6:g} MB "
+                               "(the limit per cell) and was stopped there")
+        elif error and (error.get("ename") == "MemoryError" or "can't allocate memory" in str(error.get("evalue"))):
+            self.cut[index] = (f"cell {index} ran out of memory ({self.job.limits.memory_bytes / 2**30:g} GB, "
+                               "the limit per student) and was stopped there")
+        self.results[index] = {"error": error, "output": output}
+
+    def _output(self, index: int) -> str:
+        return read_output(self.sandbox.workdir / "output" / f"cell{index}.txt", self.job.limits.output_bytes)
+
+    def call(self, message: dict, doing: str):
+        if time.monotonic() >= self.deadline:
+            raise TimeoutError(f"not run: the notebook used up its {self.job.limits.notebook_s:g} s")
+        self.ensure_running()
+        try:
+            reply = self.sandbox.request(message, self.budget, doing)
+        except StudentProcessEnded as e:
+            self.stopped.append(f"{self.test}: {e}")
+            raise RuntimeError(str(e)) from None
+        if reply.get("event") == "raised":
+            raise rebuilt_error(reply)
+        return reply
+
+
+def rebuilt_error(reply: dict) -> Exception:
+    """The student's exception, as the same built-in type when it is one (else RuntimeError)."""
+    import builtins
+    cls = getattr(builtins, str(reply.get("ename")), None)
+    message = str(reply.get("evalue", ""))
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__init__ is not OSError.__init__:
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 (an exception type with unusual arguments)
+            pass
+    return RuntimeError(f"{reply.get('ename')}: {message}")
+
+
+def grade_notebook(job: Job) -> Outcome:
+    """Grade ``job.path``; never raises for anything inside the student's notebook."""
+    start = time.monotonic()
+    outcome = Outcome()
+    nb = nbformat.read(job.path, as_version=4)
+    program = pick_cells(job, nb, outcome)
+    for index, kind, source, _ in program:
+        if kind == "answer":
+            outcome.flags += suspicious(index, source)
+    with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
+        code = StudentCode(job, program, Path(workdir), start + job.limits.notebook_s)
+        try:
+            try:
+                code.ensure_running()
+            except StudentProcessEnded as e:
+                outcome.problems.append(str(e))
+            outcome.problems += [{**code.cut, **code.skipped}[i] for i in sorted({**code.cut, **code.skipped})]
+            namespace = trusted_namespace(job, code)
+            tests = {gid: run_test(gid, cell, namespace, code) for gid, cell in job.cells.items()
+                     if cell["kind"] == "test"}
+        finally:
+            code.sandbox.stop(graceful=True)
+    outcome.problems += code.stopped
+    outcome.notes = [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'])}"
+                     for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
+    for gid, (outputs, error) in tests.items():
+        outcome.scores[gid] = 0.0 if error else job.cells[gid]["points"]
+        if error:
+            outcome.failures[gid] = error
+    outcome.feedback = feedback_notebook(job, nb, code, tests, outcome)
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+def pick_cells(job: Job, nb, outcome: Outcome) -> list:
+    """The program (setup cells, then answer cells); ``outcome.graded_copy`` gets the index of the
+    cell graded for each grade_id: a grade_id the student duplicated is graded in its last copy."""
+    seen = {}
+    for index, cell in enumerate(nb.cells, start=1):
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.cell_type == "code" and gid in job.cells:
+            seen.setdefault(gid, []).append(index)
+    for gid, indices in seen.items():
+        if len(indices) > 1:
+            outcome.problems.append(f"cells {', '.join(map(str, indices))} share grade_id {gid}: "
+                                    f"graded cell {indices[-1]}")
+    graded_copy = outcome.graded_copy = {gid: indices[-1] for gid, indices in seen.items()}
+    setup = [(0, "setup", c["source"], gid) for gid, c in job.cells.items() if c["kind"] == "setup"]
+    answers = sorted((graded_copy[gid], "answer", nb.cells[graded_copy[gid] - 1].source, gid)
+                     for gid, c in job.cells.items() if c["kind"] == "answer" and gid in graded_copy)
+    setup = [(-(len(setup) - i), kind, src, gid) for i, (_, kind, src, gid) in enumerate(setup)]
+    outcome.restored = [gid for gid, c in job.cells.items() if c["kind"] == "test" and gid not in seen]
+    return setup + answers
+
+
+def trusted_namespace(job: Job, code: StudentCode) -> dict:
+    """The setup cells run here, then a proxy for each name the answer cells defined."""
+    from sandbox import callable_proxy, function_proxy
+    namespace = {"__name__": "__main__"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for cell in job.cells.values():
+            if cell["kind"] == "setup":
+                exec(compile(cell["source"], "<setup>", "exec"), namespace)
+    answers = [(i, src) for i, kind, src, _ in code.program if kind == "answer"]
+    for name, kind in code.names.items():
+        if isinstance(name, str) and name not in namespace and kind != "value":
+            namespace[name] = (function_proxy if kind == "function_class" else callable_proxy)(code, name)
+            stand_in = source_stand_in(name, answers) if kind == "callable" else None
+            if stand_in is not None:
+                namespace[name].__wrapped__ = stand_in
+    return namespace
+
+
+def source_stand_in(name: str, answers: list):
+    """A function object whose source, for ``inspect.getsource``, is the student's ``def name``
+    (compiled here, never run), so a test can read the code of the proxy's original."""
+    for index, source in answers:
+        filename = f"<answer cell {index}>"
+        try:
+            module = compile(source, filename, "exec")
+        except (SyntaxError, ValueError):
+            continue
+        for const in module.co_consts:
+            if isinstance(const, types.CodeType) and const.co_name == name:
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                return types.FunctionType(const, {})
+    return None
+
+
+def run_test(gid: str, cell: dict, namespace: dict, code: StudentCode):
+    """Run one test cell here: ``(notebook outputs, error text or "")``."""
+    code.budget, code.test = Budget.for_cell(code.job.limits, code.deadline), gid
+    printed = io.StringIO()
+    error = ""
+    outputs = []
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(cell["source"], f"<{gid}>", "exec"), namespace)
+    except Exception as e:  # noqa: BLE001 (a failed test is a score of 0, not a crash)
+        error = f"{type(e).__name__}: {e}"
+        tb = traceback.format_exception(e)
+        outputs.append(nbformat.v4.new_output("error", ename=type(e).__name__, evalue=str(e),
+                                              traceback=[tb[-1].rstrip()]))
+    if printed.getvalue():
+        outputs.insert(0, nbformat.v4.new_output("stream", name="stdout", text=printed.getvalue()[:20_000]))
+    return outputs, error
+
+
+def feedback_notebook(job: Job, nb, code: StudentCode, tests: dict, outcome: Outcome) -> dict:
+    """The student's notebook as graded: the instructor's setup and test cells, each answer with
+    what it printed or why it did not run, copies and try-out cells without outputs."""
+    nb, graded_copy = nbformat.from_dict(nb), outcome.graded_copy
+    for index, cell in enumerate(nb.cells, start=1):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        gid = meta.get("grade_id")
+        if cell.cell_type != "code":
+            continue
+        cell.outputs, cell.execution_count = [], None
+        if gid in job.cells and graded_copy.get(gid) != index:
+            del cell.metadata["nbgrader"]
+            cell.outputs = [stream(f"not graded: cell {graded_copy[gid]} has the same grade_id {gid}")]
+        elif gid in job.cells and job.cells[gid]["kind"] != "answer":
+            cell.source = job.cells[gid]["source"]
+            cell.outputs = tests.get(gid, ([], ""))[0]
+        elif gid in job.cells:
+            cell.outputs = answer_outputs(index, code)
+    for gid in outcome.restored:
+        restored = nbformat.v4.new_code_cell(job.cells[gid]["source"], metadata={"nbgrader": {
+            "grade": True, "grade_id": gid, "locked": True, "points": job.cells[gid]["points"],
+            "schema_version": 3, "solution": False, "task": False}})
+        restored.outputs = tests[gid][0]
+        nb.cells.append(restored)
+    return nb
+
+
+def answer_outputs(index: int, code: StudentCode) -> list:
+    result = code.results.get(index, {"error": None, "output": ""})
+    outputs = [stream(result["output"])] if result["output"] else []
+    if index in code.skipped:
+        outputs.append(stream(f"[grader] {code.skipped[index]}: left out of grading, "
+                              "the other cells ran without it", "stderr"))
+    elif result["error"]:
+        error = result["error"]
+        outputs.append(nbformat.v4.new_output("error", ename=error["ename"], evalue=error["evalue"],
+                                              traceback=error["traceback"].splitlines()[-20:]))
+    return outputs
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")[:300]
+
+
+def stream(text: str, name: str = "stdout"):
+    return nbformat.v4.new_output("stream", name=name, text=text if text.endswith("\n") else text + "\n")
