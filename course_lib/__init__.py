@@ -5,6 +5,7 @@ The pieces, in the order the lessons meet them:
     manual     ``ManualLinear``, the same layer with a hand-called backward
     layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
     models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``
+    ops        ``torch.ops.course_lib.linear``, the layer as a ``torch.library`` custom op
 
 and the machinery around them (the README's "How the code is organised" has the map):
     paths, idx, datasets   where data and runs live, the IDX file format, datasets by name
@@ -14,6 +15,7 @@ and the machinery around them (the README's "How the code is organised" has the 
     checks                 student-facing checks with feedback in course terms
 """
 
+from . import ops  # registers torch.ops.course_lib.linear
 from .functions import Linear_Layer
 from .layers import Linear
 from .manual import ManualLinear

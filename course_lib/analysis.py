@@ -232,3 +232,25 @@ def conclusions(runs: pd.DataFrame, metric: str = "final_val_acc") -> list:
         why = NO_RESULT_BECAUSE.get(run["status"], f"status {run['status']}")
         lines.append(f"{run['run_id']} ({detail}) has no {metric}: {why}.")
     return lines
+
+
+def interaction_effects(runs: pd.DataFrame, metric: str = "final_val_acc") -> pd.Series:
+    """Two-way interactions of the two-valued hyperparameters that vary, largest first (signed).
+
+    With each value coded -1 (the smaller, or first in sorted order) and +1, the interaction of
+    ``a`` and ``b`` is half the change in ``a``'s effect when ``b`` goes from -1 to +1: (effect
+    of ``a`` where ``b`` is +1 - effect of ``a`` where ``b`` is -1) / 2, on the scale of
+    ``effect_sizes``. It is exact when the runs hold each of the four pairings equally often.
+    """
+    scored = runs.dropna(subset=[metric])
+    names = [n for n in varying(scored) if scored[n].nunique() == 2]
+    codes = {n: scored[n].map(dict(zip(sorted(scored[n].unique()), (-1, 1)))) for n in names}
+    effects = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            sign = codes[a] * codes[b]
+            # = mean where the codes agree - mean where they differ
+            effects[f"{a} x {b}"] = (scored.loc[sign > 0, metric].mean()
+                                     - scored.loc[sign < 0, metric].mean())
+    series = pd.Series(effects, dtype=float, name="interaction")
+    return series.reindex(series.abs().sort_values(ascending=False, kind="stable").index)

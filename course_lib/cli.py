@@ -112,7 +112,32 @@ def _train(parser: argparse.ArgumentParser) -> None:
                         help="also write the results (test accuracy, paths, speed) to this JSON file")
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                         help="under torchrun: how the processes talk (auto: nccl on CUDA, gloo on the CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train the torch.compile'd model (one graph, fullgraph=True): the same "
+                             "numbers, after a first step that compiles for some seconds")
+    parser.add_argument("--compile-mode", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile's mode (implies --compile); reduce-overhead replays "
+                             "CUDA graphs and needs a CUDA device")
     parser.set_defaults(run=_run_train)
+
+
+def _compile_hooks(args):
+    """``Hooks`` that train the ``torch.compile``d model (``--compile``), or ``None``."""
+    if not (args.compile or args.compile_mode):
+        return None
+    import functools
+
+    import torch
+
+    from .train import Hooks, resolve_device
+
+    mode = args.compile_mode or "default"
+    if mode == "reduce-overhead" and resolve_device(args.device).type != "cuda":
+        raise ValueError(f"--compile-mode reduce-overhead records CUDA graphs and needs a CUDA "
+                         f"device, got --device {args.device}; use --compile on this machine")
+    # One compiled module for the whole run: fit asks for the wrapped model every epoch.
+    return Hooks(wrap=functools.cache(lambda model: torch.compile(model, fullgraph=True, mode=mode)))
 
 
 def _run_train(args) -> int:
@@ -149,14 +174,19 @@ def _fit_and_report(args, group) -> int:
         config = config_from_args(args)
         if args.summary_json and main_rank:  # found out now, not after the training it would summarise
             writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
+        hooks = _compile_hooks(args)
         if group is not None and args.resume is None:
             distributed.check_batch_size(config.batch_size, group)
             # the device the processes agreed on (auto could mean MPS, which DDP cannot use)
             config = dataclasses.replace(config, device=group.device.type)
             if config.dataset != "mnist-5k":  # a download: once per machine, not at once
                 distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
-        result = fit(config, resume=args.resume, progress=main_rank and not args.quiet,
-                     hooks=parallel_hooks(group) if group else None)
+        if group is not None:
+            if hooks is not None:
+                raise ValueError("--compile with torchrun is not supported yet (DDP around a "
+                                 "compiled model is untested here): drop --compile, or run one process")
+            hooks = parallel_hooks(group)
+        result = fit(config, resume=args.resume, progress=main_rank and not args.quiet, hooks=hooks)
     except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable,
             TrainingDiverged) as e:  # the same on every process: said once
         if main_rank:

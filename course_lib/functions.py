@@ -1,9 +1,18 @@
 """Autograd Functions written by hand: the Linear layer and a gallery of element-wise ops.
 
-Every class here is a ``torch.autograd.Function`` with a static ``forward(ctx, ...)`` that computes
-the value and a static ``backward(ctx, grad_output)`` that applies the chain rule:
-``grad_input = grad_output * (d output / d input)``. Backward passes are written with ordinary
-(differentiable) torch ops, so double backward works too (``torch.autograd.gradgradcheck``).
+Every class here is a ``torch.autograd.Function`` in today's style:
+
+* ``forward(*inputs)`` computes the value and nothing else (no ``ctx``);
+* ``setup_context(ctx, inputs, output)`` saves what backward will need;
+* ``backward(ctx, grad_output)`` applies the chain rule,
+  ``grad_input = grad_output * (d output / d input)``.
+
+Keeping the computation apart from the bookkeeping is what lets ``torch.func`` transforms
+(``vmap``, ``grad``, ``jacrev``) and ``torch.compile`` run a Function: with ``generate_vmap_rule``
+PyTorch batches ``forward`` and ``backward`` by itself. Backward passes are written with ordinary
+(differentiable) torch ops, so double backward works too (``torch.autograd.gradgradcheck``); that
+is why none of them is ``once_differentiable``, and no output needs ``mark_non_differentiable``
+(every output is a float that depends smoothly, almost everywhere, on the inputs).
 """
 
 import torch
@@ -45,23 +54,8 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor, where: str) -> 
 
 def check_linear_args(input, weight, bias=None, where: str = "Linear_Layer") -> None:
     """Validate the arguments of ``input @ weight + bias`` (weight shaped ``(in, out)``)."""
-    # Fast path, paid on every call: one expression over the properties that matter. Only when it
-    # fails do the detailed checks below run to say what is wrong.
-    try:
-        dtype, device = weight.dtype, weight.device
-        if (
-            weight.is_floating_point()
-            and input.dtype == dtype
-            and weight.dim() == 2
-            and input.shape[-1] == weight.shape[0]
-            and input.device == device
-            and (bias is None or (
-                bias.dtype == dtype and bias.dim() == 1 and bias.shape[0] == weight.shape[1]
-                and bias.device == device))
-        ):
-            return
-    except (AttributeError, IndexError, TypeError):
-        pass  # not tensors, or a 0-D input: diagnosed below
+    if _linear_args_ok(input, weight, bias):  # the common case, in one expression (see below)
+        return
     check_floating("input", input, where)
     check_floating("weight", weight, where)
     if weight.dim() != 2:
@@ -89,21 +83,44 @@ def check_linear_args(input, weight, bias=None, where: str = "Linear_Layer") -> 
         check_same("bias", bias, "weight", weight, where)
 
 
+def autocast_args(input, weight, bias=None):
+    """The arguments as ``F.linear`` sees them under ``torch.autocast``: cast to its dtype.
+
+    Inside ``torch.autocast(device_type)`` a matmul runs in the autocast dtype (bfloat16 on the
+    CPU, float16 by default on CUDA): float32 and other low-precision tensors are cast to it;
+    float64 tensors are left alone, as autocast leaves them. Outside autocast nothing changes.
+    """
+    if not isinstance(weight, Tensor):
+        return input, weight, bias
+    device_type = weight.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(t):
+        eligible = isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64
+        return t.to(dtype) if eligible else t
+
+    return cast(input), cast(weight), cast(bias)
+
+
 # ---------------------------------------------------------------------------------------------
 # The Linear layer: y = x W + b, with W shaped (in_features, out_features) as in the lessons.
 # ---------------------------------------------------------------------------------------------
 
 
+def _rows(t: Tensor) -> Tensor:
+    """``(*, n) -> (N, n)``: every leading dimension folded into rows (zero-size ones too)."""
+    return t.unsqueeze(0) if t.dim() == 1 else t.flatten(0, -2)
+
+
 def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y = x W + b`` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(in, out)``, ``b`` of ``(out,)``."""
-    if input.dim() == 2:
-        if bias is None:
-            return input.mm(weight)  # (B, in) @ (in, out) -> (B, out)
-        # One fused call computes b + x @ W: no expanded bias, no second pass over the output.
-        return torch.addmm(bias, input, weight)
+    if input.dim() >= 2 and bias is not None:
+        return _addmm(bias, input, weight)  # performance detail, see the end of this section
     output = input.matmul(weight)  # (*, in) @ (in, out) -> (*, out)
     if bias is not None:
-        output += bias  # broadcast over every leading dimension
+        output = output + bias  # broadcast over every leading dimension
     return output
 
 
@@ -113,106 +130,167 @@ def linear_backward(grad_output, input, weight, needs_input, needs_weight, needs
 
     Returns ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed:
         grad_input  = dL/dy @ W^T         (*, out) @ (out, in) -> (*, in)
-        grad_weight = x^T @ dL/dy          (in, N) @ (N, out)   -> (in, out), W's own layout
+        grad_weight = x^T @ dL/dy          (in, N) @ (N, out)   -> (in, out)
         grad_bias   = sum of dL/dy over every row                -> (out,)
-    where N is the number of rows once the leading dimensions are flattened.
-    ``weight_column_major`` asks for ``grad_weight`` in the memory order ``Linear`` stores its
-    weight in (see ``is_column_major``); ``weight`` itself may be ``None`` when ``needs_input`` is
-    false, and ``input`` when ``needs_weight`` is false.
+    where N is the number of rows once the leading dimensions are folded (``_rows``).
+    ``weight`` may be ``None`` when ``needs_input`` is false, and ``input`` when
+    ``needs_weight`` is false. ``weight_column_major`` is a performance detail (see below).
     """
     grad_input = grad_weight = grad_bias = None
     if needs_input:
         grad_input = grad_output.matmul(weight.t())
-    if needs_weight or needs_bias:
-        flat = grad_output.dim() != 2  # (*, out) -> (N, out); a 2-D gradient is used as it is
-        grad_2d = grad_output.reshape(-1, grad_output.shape[-1]) if flat else grad_output
-        if needs_weight:
-            input_2d = input.reshape(-1, input.shape[-1]) if flat else input  # (*, in) -> (N, in)
-            if weight_column_major:
-                # (x^T g) = (g^T x)^T: the same numbers, written in the weight's memory order,
-                # so autograd can accumulate them without a copy.
-                grad_weight = grad_2d.t().mm(input_2d).t()
-            else:
-                grad_weight = input_2d.t().mm(grad_2d)
-        if needs_bias:
-            grad_bias = grad_2d.sum(0)
+    if needs_weight:
+        grad_weight = _weight_grad(_rows(input), _rows(grad_output), weight_column_major)
+    if needs_bias:
+        grad_bias = _rows(grad_output).sum(0)
     return grad_input, grad_weight, grad_bias
-
-
-def is_column_major(weight: Tensor) -> bool:
-    """True when ``weight`` (in, out) is stored as nn.Linear stores its (out, in) weight."""
-    return weight.stride(0) == 1 and weight.stride(1) != 1
 
 
 class Linear_Layer(torch.autograd.Function):
     """``y = x W + b``; ``dL/dx = dL/dy W^T``, ``dL/dW = x^T dL/dy``, ``dL/db = sum_rows dL/dy``.
 
     ``Linear_Layer.apply(input, weight, bias=None)`` with input ``(*, in_features)``, weight
-    ``(in_features, out_features)`` and an optional bias ``(out_features,)``.
+    ``(in_features, out_features)`` and an optional bias ``(out_features,)``. Under
+    ``torch.autocast`` it computes in the autocast dtype as ``F.linear`` does, and the gradients
+    come back in each input's own dtype (float32 parameters get float32 gradients).
     """
 
+    generate_vmap_rule = True  # forward and backward are plain torch ops: vmap can batch them
+
     @staticmethod
-    def forward(ctx, input, weight, bias=None):
+    def forward(input, weight, bias=None):
+        input, weight, bias = autocast_args(input, weight, bias)
         check_linear_args(input, weight, bias)
+        return linear_forward(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias = (*inputs, None)[:3]  # apply(input, weight) passes no bias
         needs = ctx.needs_input_grad
         # Save only what backward will use: dL/dx needs W, dL/dW needs x, dL/db needs neither.
         ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
+        ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.weight_column_major = is_column_major(weight)
-        return linear_forward(input, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         needs_bias = len(needs) > 2 and needs[2]  # apply(input, weight) gives only two flags
-        return linear_backward(grad_output, input, weight, needs[0], needs[1], needs_bias,
-                               ctx.weight_column_major)
+        low = grad_output.dtype
+        autocast = any(dtype not in (None, low) for dtype in ctx.dtypes)
+        if autocast:  # forward computed in grad_output's lower dtype: backward does too
+            input = None if input is None else input.to(low)
+            weight = None if weight is None else weight.to(low)
+        grads = linear_backward(grad_output, input, weight, needs[0], needs[1], needs_bias,
+                                ctx.weight_column_major)
+        if autocast:  # each gradient in its input's own dtype: float32 for float32 parameters
+            grads = tuple(None if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes))
+        return grads
+
+
+# ----- Performance detail (read the plain version above first) -------------------------------
+# 1. check_linear_args runs on every call: its common case is one boolean expression.
+# 2. An input with rows and a bias uses one fused addmm: no second pass over the output for + b,
+#    and one rounding instead of two in a low-precision dtype (as F.linear does).
+# 3. course_lib.layers.Linear stores its (in, out) weight column by column, as nn.Linear stores
+#    its (out, in) weight, so x @ W runs the same BLAS calls as F.linear. grad_weight is then
+#    written in that same memory order, so autograd accumulates it into .grad without a copy.
+
+
+def _linear_args_ok(input, weight, bias) -> bool:
+    try:
+        dtype, device = weight.dtype, weight.device
+        return bool(
+            weight.is_floating_point() and input.dtype == dtype and weight.dim() == 2
+            and input.dim() > 0 and input.shape[-1] == weight.shape[0] and input.device == device
+            and (bias is None or (
+                bias.dtype == dtype and bias.dim() == 1 and bias.shape[0] == weight.shape[1]
+                and bias.device == device))
+        )
+    except (AttributeError, IndexError, TypeError):
+        return False  # not tensors: diagnosed by the detailed checks
+
+
+def _addmm(bias: Tensor, input: Tensor, weight: Tensor) -> Tensor:
+    if input.dim() == 2:
+        return torch.addmm(bias, input, weight)  # b + (B, in) @ (in, out) -> (B, out)
+    output = torch.addmm(bias, _rows(input), weight)  # (*, in) -> (N, in) -> (N, out)
+    return output.view(*input.shape[:-1], weight.shape[1])  # -> (*, out)
+
+
+def is_column_major(weight: Tensor) -> bool:
+    """True when ``weight`` (in, out) is stored as nn.Linear stores its (out, in) weight."""
+    return weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) != 1
+
+
+def _weight_grad(input_2d: Tensor, grad_2d: Tensor, column_major: bool) -> Tensor:
+    """``x^T @ dL/dy`` -> (in, out), in the weight's memory order."""
+    if column_major:
+        # (x^T g) = (g^T x)^T: the same numbers, written column by column.
+        return grad_2d.t().mm(input_2d).t()
+    return input_2d.t().mm(grad_2d)
 
 
 # ---------------------------------------------------------------------------------------------
-# The gallery: element-wise Functions, each with its derivative.
+# The gallery: element-wise Functions, each with its derivative. Each saves the one tensor its
+# derivative needs: the input (Square, Cube) or, cheaper to reuse, the output (Exp, ReLU, ...).
 # ---------------------------------------------------------------------------------------------
 
 
 class Square(torch.autograd.Function):
     """``y = x^2``; ``dy/dx = 2x``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "Square")
-        ctx.save_for_backward(x)
         return x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        return grad_output * 2 * x
+        return grad_output * (2 * x)
 
 
 class Cube(torch.autograd.Function):
     """``y = x^3``; ``dy/dx = 3x^2``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "Cube")
-        ctx.save_for_backward(x)
-        return x * x * x
+        return x.pow(3)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        return grad_output * 3 * x * x
+        return grad_output * (3 * x * x)
 
 
 class Exp(torch.autograd.Function):
     """``y = e^x``; ``dy/dx = e^x = y`` (so backward reuses the output)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "Exp")
-        y = torch.exp(x)
-        ctx.save_for_backward(y)
-        return y
+        return torch.exp(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -221,46 +299,61 @@ class Exp(torch.autograd.Function):
 
 
 class ReLU(torch.autograd.Function):
-    """``y = max(0, x)``; ``dy/dx = 1`` where ``x > 0``, else ``0``."""
+    """``y = max(0, x)``; ``dy/dx = 0`` where ``x <= 0``, else ``1`` (a NaN input passes the gradient)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "ReLU")
-        y = torch.relu(x)
-        ctx.save_for_backward(y)  # y > 0 exactly where x > 0
-        return y
+        return torch.relu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)  # y <= 0 exactly where x <= 0; y is NaN where x is
 
     @staticmethod
     def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
-        return grad_output * (y > 0).to(grad_output.dtype)
+        # Zero the gradient where y <= 0 rather than multiply by a 0/1 mask: a NaN or infinite
+        # incoming gradient must give 0 there, not NaN, and NaN > 0 is False, so a NaN input
+        # passes its gradient through -- exactly as torch.relu's backward does.
+        return grad_output.masked_fill(y <= 0, 0)
 
 
 class Sigmoid(torch.autograd.Function):
     """``y = 1 / (1 + e^-x)``; ``dy/dx = y (1 - y)``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "Sigmoid")
-        y = torch.sigmoid(x)
-        ctx.save_for_backward(y)
-        return y
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
-        return grad_output * y * (1 - y)
+        return grad_output * (1 - y) * y
 
 
 class Tanh(torch.autograd.Function):
     """``y = tanh(x)``; ``dy/dx = 1 - y^2``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_floating("x", x, "Tanh")
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -275,8 +368,10 @@ class LearnedSiLU(torch.autograd.Function):
     or one slope per feature); its gradient is summed back to ``slope``'s own shape.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, slope):
+    def forward(x, slope):
         check_floating("x", x, "LearnedSiLU")
         check_floating("slope", slope, "LearnedSiLU")
         check_same("slope", slope, "x", x, "LearnedSiLU")
@@ -289,8 +384,11 @@ class LearnedSiLU(torch.autograd.Function):
                 f"LearnedSiLU: slope of shape {_shape(slope)} does not broadcast to x of shape "
                 f"{_shape(x)}; use a scalar slope or one per feature (shape ({x.shape[-1]},))"
             )
-        ctx.save_for_backward(x, slope)
-        return slope * x * torch.sigmoid(x)
+        return slope * (x * torch.sigmoid(x))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)  # x and slope
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -299,7 +397,7 @@ class LearnedSiLU(torch.autograd.Function):
         grad_x = grad_slope = None
         if ctx.needs_input_grad[0]:
             # product rule on x * s(x): d/dx = s + x s'(x), with s' = s (1 - s)
-            grad_x = grad_output * slope * (s + x * s * (1 - s))
+            grad_x = grad_output * slope * (s * (1 + x * (1 - s)))
         if ctx.needs_input_grad[1]:
-            grad_slope = (grad_output * x * s).sum_to_size(slope.shape)
+            grad_slope = (grad_output * (x * s)).sum_to_size(slope.shape)
         return grad_x, grad_slope

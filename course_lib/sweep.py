@@ -6,6 +6,7 @@
 
 import dataclasses
 import itertools
+import math
 
 from .train import TrainConfig
 
@@ -62,3 +63,22 @@ def _value(text: str):
         except ValueError:
             pass
     return None if text.lower() == "none" else text
+
+
+def half_fraction(grid: dict) -> list:
+    """Half of the full grid of two-valued hyperparameters, chosen so that no main effect and no
+    two-way interaction shares its runs with another (for 5 or more hyperparameters).
+
+    Code each value as -1 (first) or +1 (second); keep the combinations whose codes multiply to
+    +1. The product of all codes is then constant, so each effect is confounded only with the
+    effect of the *other* hyperparameters together: a main effect with a (k-1)-way interaction,
+    a two-way interaction with a (k-2)-way one. For 5 hyperparameters: 16 of the 32 runs.
+    """
+    not_two = [name for name, values in grid.items() if len(values) != 2]
+    if not_two:
+        raise ValueError(f"half_fraction needs exactly two values per hyperparameter; "
+                         f"{', '.join(not_two)} {'has' if len(not_two) == 1 else 'have'} another number")
+    names = list(grid)
+    keep = [codes for codes in itertools.product((-1, 1), repeat=len(names))
+            if math.prod(codes) == 1]
+    return [{name: grid[name][(c + 1) // 2] for name, c in zip(names, codes)} for codes in keep]

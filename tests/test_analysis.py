@@ -6,6 +6,7 @@ up so that every expected value is known in advance.
 """
 
 import dataclasses
+import itertools
 import json
 
 import matplotlib
@@ -221,3 +222,14 @@ def test_plot_curves_can_colour_runs_by_a_hyperparameter(runs):
     matplotlib.pyplot.close(fig)
 
 
+
+
+def test_interaction_effects_reads_a_known_interaction():
+    rows = [dict(lr=lr, optimizer=opt, num_units=u) for lr, opt, u in
+            itertools.product([0.01, 0.03], ["adam", "sgd"], [32, 128])]
+    runs = pd.DataFrame(rows)
+    code = {"lr": runs["lr"].map({0.01: -1, 0.03: 1}), "optimizer": runs["optimizer"].map({"adam": -1, "sgd": 1})}
+    runs["final_val_acc"] = 0.5 + 0.1 * code["lr"] * code["optimizer"]
+    effects = analysis.interaction_effects(runs, "final_val_acc")
+    assert effects.index[0] == "lr x optimizer" and effects.iloc[0] == pytest.approx(0.2)
+    assert effects.drop("lr x optimizer").abs().max() == pytest.approx(0.0)

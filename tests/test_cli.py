@@ -267,3 +267,26 @@ def test_report_command_errors(tmp_path, log_dir, capsys):
     assert cli.main(["report", str(log_dir), "--metric", "val_accuracy"]) == 2
     err = capsys.readouterr().err
     assert "'val_accuracy' is not in the run log; choose one of" in err and "final_val_acc" in err
+
+
+@pytest.mark.slow
+def test_compile_trains_the_compiled_model_to_the_eager_numbers(tmp_path, data_dir, monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or real_compile(model, **kw))
+    options = ("--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2", "--max-batches",
+               "3", "--batch-size", "32", "--num-units", "16", "--shift", "0")
+    assert _train(tmp_path, *options) == 0
+    assert not compiled
+    assert _train(tmp_path, *options, "--compile") == 0
+    assert compiled == [{"fullgraph": True, "mode": "default"}]  # once for the whole run
+    eager, with_compile = read_run_log(tmp_path / "runs").to_dict("records")
+    for key in ("final_val_loss", "test_loss", "test_acc"):
+        assert with_compile[key] == pytest.approx(eager[key], rel=1e-4), key
+
+
+def test_reduce_overhead_needs_cuda(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert _train(tmp_path, "--compile-mode", "reduce-overhead") == 2
+    assert "reduce-overhead records CUDA graphs and needs a CUDA device" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """``course_lib.layers``: Linear against nn.Linear, the activation modules, bad sizes."""
 
+import copy
 import io
 import math
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from conftest import DEVICES
 from course_lib.layers import LearnedSiLUModule, Linear, ScaledReLU
+from course_lib.models import NeuralNet
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -167,3 +169,65 @@ def test_learned_silu_module_learns_its_slope():
     opt.step()
     assert module.slope.item() > 0.5
     assert repr(LearnedSiLUModule(1.5)) == "LearnedSiLUModule(slope=1.5)"
+
+
+# ------------------------------------------------------------------------------------------
+# The course model under today's tools: torch.compile and autocast.
+# ------------------------------------------------------------------------------------------
+
+
+def sgd_step(model, x, target, lr=0.1):
+    """One training step; returns the loss and the gradients it applied."""
+    model.zero_grad()
+    loss = F.cross_entropy(model(x), target)
+    loss.backward()
+    grads = {name.removeprefix("_orig_mod."): p.grad.clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+    return loss.detach(), grads
+
+
+@pytest.mark.slow
+def test_compiled_training_step_equals_the_eager_step():
+    """NeuralNet compiles with no graph break (fullgraph) and steps exactly as eager does."""
+    torch._dynamo.reset()
+    eager = NeuralNet(num_units=16)
+    compiled_net = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_net, fullgraph=True)
+    g = torch.Generator().manual_seed(3)
+    x, target = torch.randn(32, 1, 28, 28, generator=g), torch.randint(0, 10, (32,), generator=g)
+    for _ in range(2):
+        loss, grads = sgd_step(eager, x, target)
+        compiled_loss, compiled_grads = sgd_step(compiled, x, target)
+        torch.testing.assert_close(compiled_loss, loss)
+        for name in grads:
+            torch.testing.assert_close(compiled_grads[name], grads[name], rtol=1e-4, atol=1e-6)
+    assert compiled_net.fc1.weight.grad.stride() == compiled_net.fc1.weight.stride()
+
+
+def test_model_trains_under_autocast_with_float32_gradients():
+    torch.manual_seed(0)
+    model = NeuralNet(num_units=32)
+    reference = copy.deepcopy(model)
+    for layer in ("fc1", "fc2", "fc3"):  # the same numbers in nn.Linear layers
+        setattr(reference, layer, getattr(model, layer).to_torch())
+    x, target = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    losses = []
+    for _ in range(5):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+            reference_logits = reference(x)
+        assert logits.dtype == reference_logits.dtype == torch.bfloat16
+        assert torch.equal(logits, reference_logits)  # the same bf16 matmuls as F.linear
+        model.zero_grad()
+        loss = F.cross_entropy(logits, target)
+        loss.backward()
+        assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.5 * p.grad
+        reference.load_state_dict(
+            {k: (v.t() if k.endswith("weight") else v) for k, v in model.state_dict().items()})
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses

@@ -46,3 +46,22 @@ def test_the_course_grid_is_trainconfig_settings_two_each():
     assert all(len(values) == 2 for values in grid.values())
     for point in sweep.sweep_points(grid):  # every point is a valid config (TrainConfig checks)
         assert dataclasses.replace(TrainConfig(), **point).num_units in grid["num_units"]
+
+
+def test_half_fraction_keeps_main_effects_and_two_way_interactions_apart():
+    grid = {"lr": [0.01, 0.03], "num_units": [32, 128], "batch_size": [64, 128],
+            "optimizer": ["sgd", "adam"], "shift": [0, 1]}
+    points = sweep.half_fraction(grid)
+    assert len(points) == 16 and len({tuple(p.values()) for p in points}) == 16
+    assert all(p in sweep.sweep_points(grid) for p in points)
+    code = {n: [(-1 if p[n] == grid[n][0] else 1) for p in points] for n in grid}
+    cols = {combo: [code[combo[0]][i] * (code[combo[1]][i] if len(combo) == 2 else 1)
+                    for i in range(len(points))]
+            for k in (1, 2) for combo in itertools.combinations(grid, k)}
+    for a, b in itertools.combinations(cols, 2):  # every pair of effects orthogonal
+        assert sum(x * y for x, y in zip(cols[a], cols[b])) == 0, (a, b)
+
+
+def test_half_fraction_needs_two_values_each():
+    with pytest.raises(ValueError, match="lr has another number"):
+        sweep.half_fraction({"lr": [0.1, 0.2, 0.3], "shift": [0, 1]})

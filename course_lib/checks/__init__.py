@@ -16,6 +16,7 @@ The checks live in these modules, all importable from here:
     lessons      ``exercise`` and the checks of the lesson exercises
     assignments  the checks of the graded nbgrader assignments
     backprop     cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
+    modern       lesson 8: a Function in today's style, vmap over parameters
     distributed  combining shards' gradients, each process's share of a batch (lesson 10)
 """
 
@@ -31,6 +32,11 @@ from .distributed import check_combine_gradients, check_shard_bounds
 from .lessons import (
     check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
 )
+from .lessons import (  # the exercises that need a derivation the lesson does not print
+    check_design, check_fold_scale_shift, check_interaction,
+    check_relu_mlp_gradients, check_rms_norm, check_torch_layout_backward,
+)
+from .modern import check_ensemble, check_modern_function
 
 __all__ = [
     "TOLERANCE", "FakeCtx", "Line", "Report", "compare",
@@ -38,7 +44,10 @@ __all__ = [
     "check_linear_forward", "check_linear_needs_grad", "check_sgd_step",
     "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
     "check_train_step",
+    "check_design", "check_fold_scale_shift", "check_interaction",
+    "check_relu_mlp_gradients", "check_rms_norm", "check_torch_layout_backward",
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
+    "check_modern_function", "check_ensemble",
     "check_combine_gradients", "check_shard_bounds",
 ]
 
