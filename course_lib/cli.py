@@ -160,32 +160,43 @@ def _run_train(args) -> int:
         distributed.stop()
 
 
-def _fit_and_report(args, group) -> int:
+def _prepare(args, group):
+    """The run's config and hooks, with every check that can fail before any training."""
     import dataclasses
 
     from . import distributed
-    from .datasets import DatasetUnavailable, load_raw
+    from .datasets import load_raw
+    from .runlog import writable_dir
+    from .train import parallel_hooks
+
+    config = config_from_args(args)
+    if args.summary_json and (group is None or group.is_main):  # found out now, not after training
+        writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
+    hooks = _compile_hooks(args)
+    if group is None:
+        return config, hooks
+    if hooks is not None:
+        raise ValueError("--compile with torchrun is not supported yet (DDP around a "
+                         "compiled model is untested here): drop --compile, or run one process")
+    if args.resume is None:
+        distributed.check_batch_size(config.batch_size, group)
+        # the device the processes agreed on (auto could mean MPS, which DDP cannot use)
+        config = dataclasses.replace(config, device=group.device.type)
+        if config.dataset != "mnist-5k":  # a download: once per machine, not at once
+            distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
+    return config, parallel_hooks(group)
+
+
+def _fit_and_report(args, group) -> int:
+    from . import distributed
+    from .datasets import DatasetUnavailable
     from .idx import DataError
-    from .runlog import NotWritable, atomic_write, writable_dir
-    from .train import Interrupted, TrainingDiverged, fit, parallel_hooks
+    from .runlog import NotWritable
+    from .train import Interrupted, TrainingDiverged, fit
 
     main_rank = group is None or group.is_main
     try:
-        config = config_from_args(args)
-        if args.summary_json and main_rank:  # found out now, not after the training it would summarise
-            writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
-        hooks = _compile_hooks(args)
-        if group is not None and args.resume is None:
-            distributed.check_batch_size(config.batch_size, group)
-            # the device the processes agreed on (auto could mean MPS, which DDP cannot use)
-            config = dataclasses.replace(config, device=group.device.type)
-            if config.dataset != "mnist-5k":  # a download: once per machine, not at once
-                distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
-        if group is not None:
-            if hooks is not None:
-                raise ValueError("--compile with torchrun is not supported yet (DDP around a "
-                                 "compiled model is untested here): drop --compile, or run one process")
-            hooks = parallel_hooks(group)
+        config, hooks = _prepare(args, group)
         result = fit(config, resume=args.resume, progress=main_rank and not args.quiet, hooks=hooks)
     except (ValueError, FileNotFoundError, NotWritable, DataError, DatasetUnavailable,
             TrainingDiverged) as e:  # the same on every process: said once
@@ -206,27 +217,33 @@ def _fit_and_report(args, group) -> int:
             raise
         print(f"error: {distributed.lost(e)}", file=sys.stderr)
         return 1
-    if not main_rank:
-        return 0
+    if main_rank:
+        _print_result(result, args.summary_json)
+    return 0
+
+
+def _print_result(result, summary_json) -> None:
+    """The three lines ``train`` ends with, and the summary JSON when asked for."""
+    from .runlog import atomic_write
+
     record = result.record
-    summary = {
-        "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
-        "test_loss": record.test_loss, "checkpoint": str(result.checkpoint.resolve()),
-        "run_log": str(result.run_log.resolve()), "dataset": record.resolved_dataset,
-        "epochs": record.epochs, "best_epoch": record.best_epoch,
-        "samples_per_second": record.samples_per_second, "wall_seconds": record.wall_seconds,
-        "device": record.device_used,
-    }
     print(f"test accuracy: {100 * record.test_acc:.2f}% on {record.resolved_dataset} "
           f"(best epoch {record.best_epoch} of {record.epochs}, "
           f"{record.wall_seconds:.1f} s, {record.samples_per_second:,.0f} samples/s "
           f"on {record.device_used})")
     print(f"checkpoint:    {_display(result.checkpoint)}")
     print(f"run log:       {_display(result.run_log)}")
-    if args.summary_json:
-        atomic_write(args.summary_json, (json.dumps(summary, indent=2) + "\n").encode())
-        print(f"summary:       {_display(Path(args.summary_json))}")
-    return 0
+    if summary_json:
+        summary = {
+            "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
+            "test_loss": record.test_loss, "checkpoint": str(result.checkpoint.resolve()),
+            "run_log": str(result.run_log.resolve()), "dataset": record.resolved_dataset,
+            "epochs": record.epochs, "best_epoch": record.best_epoch,
+            "samples_per_second": record.samples_per_second, "wall_seconds": record.wall_seconds,
+            "device": record.device_used,
+        }
+        atomic_write(summary_json, (json.dumps(summary, indent=2) + "\n").encode())
+        print(f"summary:       {_display(Path(summary_json))}")
 
 
 def _interrupted(e, group=None) -> str:

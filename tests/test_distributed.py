@@ -186,8 +186,8 @@ def test_ctrl_c_keeps_the_files_and_resume_finishes_the_run(tmp_path, data_dir, 
 def test_an_indivisible_batch_is_one_clear_error(tmp_path, data_dir):
     run = _torchrun(tmp_path, data_dir, "--batch-size", "63")
     _, err = run.communicate(timeout=300)
-    assert run.returncode != 0
-    assert err.count("error: --batch-size 63 is the global batch") == 1  # said by rank 0 only
+    assert run.returncode != 0, err
+    assert err.count("error: --batch-size 63 is the global batch") == 1, err  # said by rank 0 only
     assert not (tmp_path / "runs" / "runs.jsonl").exists()
 
 
