@@ -81,8 +81,8 @@ else
     step 04_linear_vs_torch 50 "$PYTHON" benchmarks/linear_vs_torch.py --device cuda --rounds 10
 fi
 
-# Hook for engineer F (issue 14): 1 GPU vs N GPUs with DDP. Provide benchmarks/ddp_gpu.sh taking
-# the results folder as its argument; it runs here, inside the same total budget.
+# 1 GPU vs N GPUs with DDP: benchmarks/ddp_gpu.sh takes the results folder as its argument; it runs
+# here, inside the same total budget.
 if [ -f "$REPO/benchmarks/ddp_gpu.sh" ]; then
     step 05_ddp 60 bash benchmarks/ddp_gpu.sh "$RESULTS" "$DEVICE"
 else

@@ -274,14 +274,17 @@ def _add_gradcheck_line(report: Report, name: str, grad, shape, error_of) -> Non
                    "from forward): check its derivative")
 
 
-def _directional_error(scalar, values: list, i: int, grad, g, eps: float = 1e-6) -> tuple:
+FD_EPS = 1e-6  # the central difference's step along a random direction
+
+
+def _directional_error(scalar, values: list, i: int, grad, g) -> tuple:
     """``(error, from backward, from forward)``, the worst of two random directions of input ``i``:
     ``<grad, u>`` against the central difference of ``scalar`` along ``u``."""
     worst = (0.0, 0.0, 0.0)
     for _ in range(2):
         u = torch.randn(values[i].shape, generator=g, dtype=values[i].dtype)
-        ends = [scalar(*values[:i], values[i] + sign * eps * u, *values[i + 1:]) for sign in (1, -1)]
-        numeric, exact = (ends[0] - ends[1]) / (2 * eps), (grad * u).sum().item()
+        ends = [scalar(*values[:i], values[i] + sign * FD_EPS * u, *values[i + 1:]) for sign in (1, -1)]
+        numeric, exact = (ends[0] - ends[1]) / (2 * FD_EPS), (grad * u).sum().item()
         if abs(exact - numeric) >= worst[0]:
             worst = (abs(exact - numeric), exact, numeric)
     return worst
