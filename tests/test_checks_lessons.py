@@ -127,19 +127,28 @@ def test_sgd_update_names_each_mistake():
                 p -= lr * p.grad
                 p.grad = None
 
-    assert check_sgd_update(right).passed
+    report = check_sgd_update(right)
+    assert report.passed and len(report.lines) == 12
 
     def rebinds(params, lr):
         for p in params:
             p = p - lr * p.grad  # noqa: PLW2901 (the mistake under test)
 
-    text = str(check_sgd_update(rebinds))
+    report = check_sgd_update(rebinds)
+    text = str(report)
     assert "never stepped" not in text and "rebinds the name p" in text
+    assert "weight1" in report.failed_names() and "weight1.grad" in report.failed_names()
 
     def nothing(params, lr):
         pass
 
     assert "never stepped" in str(check_sgd_update(nothing))
+
+    def forgot_no_grad(params, lr):
+        for p in params:
+            p -= lr * p.grad
+
+    assert "raised RuntimeError" in str(check_sgd_update(forgot_no_grad))
 
     def wrong_sign(params, lr):
         with torch.no_grad():
