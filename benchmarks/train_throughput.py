@@ -100,7 +100,8 @@ def main():
         m.load_state_dict(initial)
         return (with_torch_linear(m) if torch_linear else m).to(device)
 
-    loader = classic_loader(raw.train_images, raw.train_labels, data.mean, data.std, batch_size=64)
+    loader = classic_loader(raw.train_images, raw.train_labels, (data.mean, data.std),
+                            batch_size=64)
     classic = ((x.to(device), y.to(device)) for x, y in endless(lambda: loader))
     calls = {("(a) classic DataLoader+ToTensor", "custom Linear", 64, 0):
              contender(classic, model(), 64, device)}
