@@ -31,9 +31,10 @@ import statistics
 import torch
 from timing import interleave, samples_per_second, sync
 
+from course_lib.config import TrainConfig, make_optimizer
 from course_lib.datasets import classic_loader, load_data, load_raw
 from course_lib.models import NeuralNet
-from course_lib.train import TrainConfig, make_optimizer, resolve_device, train_epoch
+from course_lib.train import resolve_device, train_epoch
 
 SAMPLES_PER_CALL = 8192  # one timed call trains on about this many samples
 
