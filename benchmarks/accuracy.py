@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from course_lib.config import TrainConfig
 from course_lib.datasets import DATASETS, DatasetUnavailable, RawData, load_data, load_raw, mnist_5k, to_split
 from course_lib.idx import read_idx
 from course_lib.paths import repo_root
-from course_lib.train import EVAL_BATCH_SIZE, Hooks, TrainConfig, evaluate, fit, resolve_device
+from course_lib.train import EVAL_BATCH_SIZE, Hooks, evaluate, fit, resolve_device
 
 # Test accuracy to reach, for the "seconds to target" column (mnist-5k's target, 94%, is on the
 # real MNIST test set, reported in its own column).

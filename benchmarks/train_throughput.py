@@ -31,9 +31,10 @@ import statistics
 import torch
 from timing import interleave, samples_per_second, sync
 
+from course_lib.config import TrainConfig, make_optimizer
 from course_lib.datasets import classic_loader, load_data, load_raw
 from course_lib.models import NeuralNet
-from course_lib.train import TrainConfig, make_optimizer, resolve_device, train_epoch
+from course_lib.train import resolve_device, train_epoch
 
 SAMPLES_PER_CALL = 8192  # one timed call trains on about this many samples
 
@@ -100,7 +101,8 @@ def main():
         m.load_state_dict(initial)
         return (with_torch_linear(m) if torch_linear else m).to(device)
 
-    loader = classic_loader(raw.train_images, raw.train_labels, data.mean, data.std, batch_size=64)
+    loader = classic_loader(raw.train_images, raw.train_labels, (data.mean, data.std),
+                            batch_size=64)
     classic = ((x.to(device), y.to(device)) for x, y in endless(lambda: loader))
     calls = {("(a) classic DataLoader+ToTensor", "custom Linear", 64, 0):
              contender(classic, model(), 64, device)}

@@ -9,7 +9,8 @@ The pieces, in the order the lessons meet them:
 
 and the machinery around them (the README's "How the code is organised" has the map):
     paths, idx, datasets   where data and runs live, the IDX file format, datasets by name
-    train, runlog          the training loop (``fit``) and the run record it logs
+    config, train          a run's settings (``TrainConfig``) and the training loop (``fit``)
+    checkpoint, runlog     what a run saves to resume, and the run record it logs
     distributed            ``fit`` on several processes (torchrun, DDP), lesson 10
     sweep, analysis, cli   sweeps, the run log read back, ``python -m course_lib``
     checks                 student-facing checks with feedback in course terms

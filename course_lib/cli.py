@@ -59,7 +59,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
     from .models import INITS
     from .runlog import RUN_LOG
-    from .train import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
+    from .config import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     lrs = ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
@@ -96,7 +96,7 @@ def config_from_args(args: argparse.Namespace):
     """The ``TrainConfig`` that ``add_config_arguments``'s options describe."""
     import dataclasses
 
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 

@@ -1,6 +1,7 @@
 """MNIST-shaped datasets by name, and two ways to batch them.
 
-Datasets by name (``DATASETS``), as uint8 images (N, 28, 28) and int64 labels (N,):
+Datasets by name (``DATASETS``), as uint8 images (N, 28, 28) and int64 labels (N,)::
+
     mnist          70,000 handwritten digits; torchvision downloads them (MD5-checked)
     fashion-mnist  70,000 clothing images; downloaded, or read in place from Debian's
                    ``dataset-fashion-mnist`` package (``FASHION_MNIST_SYSTEM_DIR``)
@@ -9,7 +10,8 @@ Datasets by name (``DATASETS``), as uint8 images (N, 28, 28) and int64 labels (N
 
 The files are found in ``course_lib.paths.resolve_data_dir()`` and read by ``course_lib.idx``.
 
-Two ways to feed a model, which the MNIST lesson contrasts:
+Two ways to feed a model, which the MNIST lesson contrasts::
+
     fast path  ``load_data`` puts each split on the device as one normalised float tensor, and
                ``Split.batches`` slices it by a seeded permutation drawn on that device.
     classic    ``classic_loader``: a ``Dataset`` that makes one PIL image per sample and runs
@@ -307,12 +309,14 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, int(self.labels[index])
 
 
-def classic_loader(images: Tensor, labels: Tensor, mean: float, std: float, batch_size: int = 64,
-                   seed: int | None = 0) -> torch.utils.data.DataLoader:
-    """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize`` in a ``DataLoader``,
-    shuffled by ``seed`` (``None``: in order)."""
+def classic_loader(images: Tensor, labels: Tensor, normalize: tuple[float, float],
+                   batch_size: int = 64, seed: int | None = 0) -> torch.utils.data.DataLoader:
+    """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize(mean, std)`` in a
+    ``DataLoader``, shuffled by ``seed`` (``None``: in order). ``normalize`` is ``(mean, std)``
+    of the training pixels in [0, 1], e.g. ``(data.mean, data.std)`` of a loaded ``Data``."""
     from torchvision import transforms
 
+    mean, std = normalize
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.utils.data.DataLoader(ImageDataset(images, labels, transform), batch_size=batch_size,

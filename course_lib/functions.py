@@ -53,7 +53,7 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor, where: str) -> 
 
 
 def check_linear_args(input, weight, bias=None, where: str = "Linear_Layer") -> None:
-    """Validate the arguments of ``input @ weight + bias`` (weight shaped ``(in, out)``)."""
+    """Validate the arguments of ``input @ weight + bias`` (weight shaped ``(n_in, n_out)``)."""
     if _linear_args_ok(input, weight, bias):  # the common case, in one expression (see below)
         return
     check_floating("input", input, where)
@@ -105,7 +105,7 @@ def autocast_args(input, weight, bias=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# The Linear layer: y = x W + b, with W shaped (in_features, out_features) as in the lessons.
+# The Linear layer: y = x W + b, with W shaped (n_in, n_out) as in the lessons.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -115,27 +115,32 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``y = x W + b`` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(in, out)``, ``b`` of ``(out,)``."""
+    """``y = x W + b`` for ``x`` ``(*, n_in)``, ``W`` ``(n_in, n_out)`` and ``b`` ``(n_out,)``."""
     if input.dim() >= 2 and bias is not None:
         return _addmm(bias, input, weight)  # performance detail, see the end of this section
-    output = input.matmul(weight)  # (*, in) @ (in, out) -> (*, out)
+    output = input.matmul(weight)  # (*, n_in) @ (n_in, n_out) -> (*, n_out)
     if bias is not None:
         output = output + bias  # broadcast over every leading dimension
     return output
 
 
-def linear_backward(grad_output, input, weight, needs_input, needs_weight, needs_bias,
+def linear_backward(grad_output, input, weight, needs=(True, True, True),
                     weight_column_major=False):
     """Gradients of ``y = x W + b`` given ``grad_output = dL/dy``, only those asked for.
 
-    Returns ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed:
-        grad_input  = dL/dy @ W^T         (*, out) @ (out, in) -> (*, in)
-        grad_weight = x^T @ dL/dy          (in, N) @ (N, out)   -> (in, out)
-        grad_bias   = sum of dL/dy over every row                -> (out,)
+    ``needs`` says which of ``(input, weight, bias)`` need a gradient: a backward passes its
+    ``ctx.needs_input_grad``, which has only two flags after ``apply(input, weight)`` (no bias).
+    Returns ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed::
+
+        grad_input  = dL/dy @ W^T    (*, n_out) @ (n_out, n_in) -> (*, n_in)
+        grad_weight = x^T @ dL/dy    (n_in, N) @ (N, n_out)     -> (n_in, n_out)
+        grad_bias   = sum of dL/dy over every row              -> (n_out,)
+
     where N is the number of rows once the leading dimensions are folded (``_rows``).
-    ``weight`` may be ``None`` when ``needs_input`` is false, and ``input`` when
-    ``needs_weight`` is false. ``weight_column_major`` is a performance detail (see below).
+    ``weight`` may be ``None`` when the input needs no gradient, and ``input`` when the weight
+    needs none. ``weight_column_major`` is a performance detail (see the end of this section).
     """
+    needs_input, needs_weight, needs_bias = (*needs, False)[:3]
     grad_input = grad_weight = grad_bias = None
     if needs_input:
         grad_input = grad_output.matmul(weight.t())
@@ -149,8 +154,8 @@ def linear_backward(grad_output, input, weight, needs_input, needs_weight, needs
 class Linear_Layer(torch.autograd.Function):
     """``y = x W + b``; ``dL/dx = dL/dy W^T``, ``dL/dW = x^T dL/dy``, ``dL/db = sum_rows dL/dy``.
 
-    ``Linear_Layer.apply(input, weight, bias=None)`` with input ``(*, in_features)``, weight
-    ``(in_features, out_features)`` and an optional bias ``(out_features,)``. Under
+    ``Linear_Layer.apply(input, weight, bias=None)`` with input ``(*, n_in)``, weight
+    ``(n_in, n_out)`` and an optional bias ``(n_out,)``. Under
     ``torch.autocast`` it computes in the autocast dtype as ``F.linear`` does, and the gradients
     come back in each input's own dtype (float32 parameters get float32 gradients).
     """
@@ -175,14 +180,12 @@ class Linear_Layer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        needs_bias = len(needs) > 2 and needs[2]  # apply(input, weight) gives only two flags
         low = grad_output.dtype
         autocast = any(dtype not in (None, low) for dtype in ctx.dtypes)
         if autocast:  # forward computed in grad_output's lower dtype: backward does too
             input = None if input is None else input.to(low)
             weight = None if weight is None else weight.to(low)
-        grads = linear_backward(grad_output, input, weight, needs[0], needs[1], needs_bias,
+        grads = linear_backward(grad_output, input, weight, ctx.needs_input_grad,
                                 ctx.weight_column_major)
         if autocast:  # each gradient in its input's own dtype: float32 for float32 parameters
             grads = tuple(None if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes))
@@ -193,9 +196,10 @@ class Linear_Layer(torch.autograd.Function):
 # 1. check_linear_args runs on every call: its common case is one boolean expression.
 # 2. An input with rows and a bias uses one fused addmm: no second pass over the output for + b,
 #    and one rounding instead of two in a low-precision dtype (as F.linear does).
-# 3. course_lib.layers.Linear stores its (in, out) weight column by column, as nn.Linear stores
-#    its (out, in) weight, so x @ W runs the same BLAS calls as F.linear. grad_weight is then
-#    written in that same memory order, so autograd accumulates it into .grad without a copy.
+# 3. course_lib.layers.Linear stores its (n_in, n_out) weight column by column, as nn.Linear
+#    stores its (n_out, n_in) weight, so x @ W runs the same BLAS calls as F.linear. grad_weight
+#    is then written in that same memory order, so autograd accumulates it into .grad without
+#    a copy.
 
 
 def _linear_args_ok(input, weight, bias) -> bool:
@@ -214,18 +218,18 @@ def _linear_args_ok(input, weight, bias) -> bool:
 
 def _addmm(bias: Tensor, input: Tensor, weight: Tensor) -> Tensor:
     if input.dim() == 2:
-        return torch.addmm(bias, input, weight)  # b + (B, in) @ (in, out) -> (B, out)
-    output = torch.addmm(bias, _rows(input), weight)  # (*, in) -> (N, in) -> (N, out)
+        return torch.addmm(bias, input, weight)  # b + (B, n_in) @ (n_in, n_out) -> (B, n_out)
+    output = torch.addmm(bias, _rows(input), weight)  # (*, n_in) -> (N, n_in) -> (N, n_out)
     return output.view(*input.shape[:-1], weight.shape[1])  # -> (*, out)
 
 
 def is_column_major(weight: Tensor) -> bool:
-    """True when ``weight`` (in, out) is stored as nn.Linear stores its (out, in) weight."""
+    """True when ``weight`` (n_in, n_out) is stored as nn.Linear stores its (n_out, n_in) weight."""
     return weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) != 1
 
 
 def _weight_grad(input_2d: Tensor, grad_2d: Tensor, column_major: bool) -> Tensor:
-    """``x^T @ dL/dy`` -> (in, out), in the weight's memory order."""
+    """``x^T @ dL/dy`` -> (n_in, n_out), in the weight's memory order."""
     if column_major:
         # (x^T g) = (g^T x)^T: the same numbers, written column by column.
         return grad_2d.t().mm(input_2d).t()

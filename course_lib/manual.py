@@ -66,13 +66,10 @@ class ManualLinear:
             )
         bias = self.bias
         with torch.no_grad():
-            return linear_backward(
-                grad_output, self.input, self.weight,
-                needs_input=self.input.requires_grad,
-                needs_weight=self.weight.requires_grad,
-                needs_bias=bias is not None and bias.requires_grad,
-                weight_column_major=is_column_major(self.weight),
-            )
+            needs = (self.input.requires_grad, self.weight.requires_grad,
+                     bias is not None and bias.requires_grad)
+            return linear_backward(grad_output, self.input, self.weight, needs,
+                                   weight_column_major=is_column_major(self.weight))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ operator three questions, each answered here once:
 * what is its gradient?         ``register_autograd`` (the same ``linear_backward``)
 
 ``torch.library.opcheck`` tests that the three answers agree (tests/test_ops.py).
-The op is registered when ``course_lib`` is imported. Weight shaped ``(in, out)`` as in the lessons.
+The op is registered when ``course_lib`` is imported. Weight shaped ``(n_in, n_out)`` as in the lessons.
 """
 
 import torch
@@ -23,7 +23,7 @@ WHERE = "course_lib::linear"
 
 @torch.library.custom_op(WHERE, mutates_args=())
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``y = x W + b`` for ``x`` ``(*, in)``, ``W`` ``(in, out)``, ``b`` ``(out,)`` or ``None``."""
+    """``y = x W + b`` for ``x`` ``(*, n_in)``, ``W`` ``(n_in, n_out)``, ``b`` ``(n_out,)`` or None."""
     check_linear_args(input, weight, bias, where=WHERE)
     device_type = input.device.type
     if not torch.amp.is_autocast_available(device_type):
@@ -37,7 +37,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 @linear.register_fake
 def _(input, weight, bias=None):
     check_linear_args(input, weight, bias, where=WHERE)
-    return input.new_empty((*input.shape[:-1], weight.shape[1]))  # (*, in) -> (*, out)
+    return input.new_empty((*input.shape[:-1], weight.shape[1]))  # (*, n_in) -> (*, n_out)
 
 
 def _setup_context(ctx, inputs, output):
@@ -49,10 +49,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output):
     input, weight = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    needs_bias = len(needs) > 2 and needs[2]  # a call without bias gives two flags
-    grads = linear_backward(grad_output, input, weight, needs[0], needs[1], needs_bias,
-                            ctx.weight_column_major)
+    needs = ctx.needs_input_grad  # two flags for a call without bias
+    grads = linear_backward(grad_output, input, weight, needs, ctx.weight_column_major)
     return grads[:len(needs)]
 
 

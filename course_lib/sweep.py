@@ -8,7 +8,7 @@ import dataclasses
 import itertools
 import math
 
-from .train import TrainConfig
+from .config import TrainConfig
 
 # The course's small grid, {TrainConfig field: values} (lesson 06 runs it too). Two values
 # each, so that --fraction can run a balanced eighth of it.

@@ -1,16 +1,14 @@
-"""Training the course MLP: ``TrainConfig``, ``train_epoch``, ``evaluate`` and ``fit``.
+"""Training the course MLP: ``train_epoch``, ``evaluate`` and ``fit``, the run around them.
 
 ``train_epoch`` and ``evaluate`` are the two plain functions of pytorch/examples' ``mnist/main.py``.
 ``fit(config)`` is the whole run around them: it trains ``NeuralNet(config.num_units)`` (built from
-the custom ``Linear``) epoch by epoch and leaves three things in the runs folder (``out_dir``,
-default the checkout's ``runs/`` or ``$COURSE_RUNS_DIR``, see ``course_lib.paths``):
+the custom ``Linear``) epoch by epoch, as a ``TrainConfig`` says (``course_lib.config``: the
+settings, validated, and the optimizer they ask for), and leaves three things in the runs folder
+(``out_dir``, default the checkout's ``runs/`` or ``$COURSE_RUNS_DIR``, see ``course_lib.paths``):
 
-``<out_dir>/<run_id>/best.pt``
-    the state dict of the epoch with the lowest validation loss:
-    ``NeuralNet(num_units).load_state_dict(torch.load(path, weights_only=True))``.
-``<out_dir>/<run_id>/last.pt``
-    a ``Checkpoint``, written at the end of every epoch: everything the run needs to continue
-    exactly where it stopped; ``fit(resume=run_id)`` continues it.
+``<out_dir>/<run_id>/best.pt`` and ``<out_dir>/<run_id>/last.pt``
+    the best epoch's weights, and the ``Checkpoint`` that ``fit(resume=run_id)`` continues from
+    (``course_lib.checkpoint``: the saved state of a run, and where to find it).
 ``<out_dir>/runs.jsonl``
     the run log: one ``course_lib.runlog.RunRecord`` per line (its fields are the schema),
     appended when the run ends, also when it is interrupted (Ctrl-C), stopped by a NaN/infinite
@@ -21,10 +19,9 @@ import dataclasses
 import itertools
 import math
 import platform
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,17 +31,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, distributed
-from .datasets import DATASETS, Data, Split, load_data
-from .models import INITS, NeuralNet, initialise_
+from .checkpoint import BEST, LAST, Checkpoint, Progress, find_resume, new_run_id
+from .config import DEFAULT_LR, TrainConfig, make_optimizer
+from .datasets import Data, Split, load_data
+from .models import NeuralNet, initialise_
 from .paths import resolve_out_dir
 from .runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log, save_checkpoint, writable_dir
 
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
-OPTIMIZERS = tuple(DEFAULT_LR)  # sgd (with Nesterov momentum), adam
-SCHEDULES = ("cosine", "constant")
-MAX_SHIFT = 4  # pixels: a digit moved further than this starts to leave its 28x28 frame
 EVAL_BATCH_SIZE = 4096
-BEST, LAST = "best.pt", "last.pt"  # in the run's folder
 WHERE_RUNS_GO = "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable"
 
 
@@ -60,68 +54,6 @@ class Interrupted(KeyboardInterrupt):
         self.run_id, self.out_dir, self.epochs_done = run_id, Path(out_dir), epochs_done
         self.resumable = epochs_done > 0
         super().__init__(f"run {run_id} interrupted after {epochs_done} epoch(s)")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a run; frozen: vary it with ``dataclasses.replace(config, ...)``.
-    The defaults train well in under a minute on a 2-core CPU.
-
-    ``lr=None`` takes the optimizer's default (``DEFAULT_LR``). ``sgd`` uses Nesterov momentum
-    (``momentum``); ``adam`` ignores ``momentum``. ``schedule="cosine"`` lowers the learning rate
-    after every batch as ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` over the run's ``T`` batches.
-    ``shift`` moves each training batch by up to that many pixels in x and y (augmentation).
-    ``init="randn"`` redraws the weights from a standard normal, the source lesson's mistake
-    (see ``models.initialise_``), for sweeps that show why it fails.
-    ``max_batches`` caps the batches per epoch: the fast mode for notebooks and CI.
-    """
-
-    dataset: str = "auto"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float | None = None
-    momentum: float = 0.9
-    optimizer: str = "sgd"
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    shift: int = 1
-    num_units: int = 128
-    init: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    max_batches: int | None = None
-    data_dir: str | None = None
-    out_dir: str | None = None
-
-    def __post_init__(self):
-        """Every check of a setting, in one place: a bad one is a ValueError naming it."""
-        def need(ok, what):
-            if not ok:
-                raise ValueError(f"TrainConfig: {what}")
-
-        def positive_int(value, least=1):
-            return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-        for name, choices in (("dataset", DATASETS), ("optimizer", OPTIMIZERS), ("init", INITS),
-                              ("schedule", SCHEDULES)):
-            need(getattr(self, name) in choices,
-                 f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "num_units"):
-            need(positive_int(getattr(self, name), 2 if name == "num_units" else 1),
-                 f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        need(self.max_batches is None or positive_int(self.max_batches),
-             f"max_batches must be a positive integer or None, got {self.max_batches!r}")
-        need(positive_int(self.shift, 0) and self.shift <= MAX_SHIFT,
-             f"shift must be 0..{MAX_SHIFT} pixels, got {self.shift!r}")
-        need(self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
-             f"lr must be a positive number, got {self.lr!r}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        need(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -212,25 +144,6 @@ def evaluate(model, batches):
     return float(loss_sum) / samples, float(correct) / samples
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
-    """The optimizer and the per-batch learning-rate scheduler that ``config`` asks for; the
-    cosine schedule runs down to 0 over ``config.epochs * steps_per_epoch`` batches."""
-    lr = config.learning_rate
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                    nesterov=config.momentum > 0, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    total = config.epochs * steps_per_epoch
-
-    def factor(step):  # lr after `step` batches = lr * factor(step)
-        if config.schedule == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 # --------------------------------------------------------------------------------------------
 # The pieces a run is made of
 # --------------------------------------------------------------------------------------------
@@ -267,51 +180,6 @@ def parallel_hooks(group: "distributed.Group") -> Hooks:
     parallel = distributed.DataParallel(group, shuffled_batches, evaluate_split)
     return Hooks(batches=parallel.batches, evaluate=parallel.evaluate, wrap=parallel.wrap,
                  should_write=group.is_main, processes=distributed.describe(group, group.device))
-
-
-@dataclass
-class Progress:
-    """What a run has done so far: the counters its run record reports."""
-
-    run_id: str
-    epoch: int = 0  # epochs completed
-    history: list = field(default_factory=list)  # one EpochRecord dict per epoch
-    best_epoch: int | None = None
-    best_val_loss: float = math.inf
-    samples: int = 0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0  # up to the end of the last completed epoch, over every resume
-
-    def add(self, row: EpochRecord, samples: int) -> bool:
-        """Count a finished epoch; return whether its validation loss is the best so far."""
-        self.epoch, self.samples = row.epoch, self.samples + samples
-        self.train_seconds += row.seconds
-        self.history.append(dataclasses.asdict(row))
-        if not row.val_loss < self.best_val_loss:
-            return False
-        self.best_epoch, self.best_val_loss = row.epoch, row.val_loss
-        return True
-
-
-@dataclass
-class Checkpoint:
-    """``last.pt``: everything a run needs to continue exactly where it stopped."""
-
-    config: TrainConfig
-    dataset: str  # the dataset it trained on ("auto" resolved): a resumed run reloads this one
-    progress: Progress
-    states: dict  # model, optimizer, scheduler: state dicts; generator, torch_rng: RNG states
-
-    def save(self, path) -> None:
-        """Write it atomically (a Ctrl-C while saving leaves the previous one intact)."""
-        save_checkpoint({**dataclasses.asdict(self.progress), "config": dataclasses.asdict(self.config),
-                         "resolved_dataset": self.dataset, **self.states}, path)
-
-    @classmethod
-    def load(cls, path) -> "Checkpoint":
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        progress = Progress(**{f.name: saved.pop(f.name) for f in dataclasses.fields(Progress)})
-        return cls(TrainConfig(**saved.pop("config")), saved.pop("resolved_dataset"), progress, saved)
 
 
 @dataclass
@@ -423,7 +291,7 @@ class _Run:
         out_dir = resolve_out_dir(config.out_dir if config else None)
         checkpoint = None
         if resume is not None:
-            last = _find_resume(resume, out_dir)
+            last = find_resume(resume, out_dir)
             checkpoint, out_dir = Checkpoint.load(last), last.parent.parent
             config = checkpoint.config
         config = config if config is not None else TrainConfig()
@@ -437,7 +305,7 @@ class _Run:
         steps = min(data.train.num_batches(config.batch_size), config.max_batches or math.inf)
         optimizer, scheduler = make_optimizer(config, model, steps)
         generator = torch.Generator(device=device).manual_seed(config.seed)
-        progress = checkpoint.progress if checkpoint else Progress(_new_run_id(out_dir))
+        progress = checkpoint.progress if checkpoint else Progress(new_run_id(out_dir))
         run = cls(config, out_dir, device, data, hooks, model, optimizer, scheduler, generator,
                   progress, steps, resumed_at=progress.epoch, clock=clock, started_at=started_at)
         if checkpoint is not None:
@@ -533,20 +401,3 @@ def _record(run: _Run, status: str, test) -> RunRecord:
         checkpoint=f"{done.run_id}/{BEST}" if done.best_epoch is not None else None,
         input_mean=data.mean, input_std=data.std, history=done.history,
     )
-
-
-def _new_run_id(out_dir: Path) -> str:
-    while True:  # the random suffix keeps two runs started in the same second apart
-        run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        if not (out_dir / run_id).exists():
-            return run_id
-
-
-def _find_resume(resume, out_dir: Path) -> Path:
-    path = Path(resume)
-    for candidate in (path, path / LAST, out_dir / str(resume) / LAST):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"nothing to resume at {resume!r}: give a run id in {out_dir}, a run folder, or its "
-        "last.pt (a run can be resumed once it has finished its first epoch)")

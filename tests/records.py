@@ -5,8 +5,8 @@ import dataclasses
 import itertools
 import json
 
+from course_lib.config import TrainConfig
 from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord
-from course_lib.train import TrainConfig
 
 
 def epoch_record(**changes) -> dict:

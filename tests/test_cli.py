@@ -15,10 +15,10 @@ from records import GRID
 from synthetic import mnist_data_dir
 
 from course_lib import analysis, cli
+from course_lib.config import TrainConfig
 from course_lib.datasets import Split
 from course_lib.models import NeuralNet
 from course_lib.runlog import RUN_LOG, read_run_log
-from course_lib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -242,13 +242,13 @@ def test_classic_loader_gives_the_same_inputs_as_the_fast_path():
     raw = synthetic(40, 10)
     d = load_data(raw=raw)
     images, labels = raw.test_images, raw.test_labels
-    loader = datasets.classic_loader(images, labels, d.mean, d.std, batch_size=4, seed=None)
+    loader = datasets.classic_loader(images, labels, (d.mean, d.std), batch_size=4, seed=None)
     x, y = next(iter(loader))
     assert x.shape == (4, 1, 28, 28) and y.tolist() == labels[:4].tolist()
     torch.testing.assert_close(x, d.test.images[:4])
 
     def first_labels(seed):
-        loader = datasets.classic_loader(images, labels, d.mean, d.std, batch_size=10, seed=seed)
+        loader = datasets.classic_loader(images, labels, (d.mean, d.std), batch_size=10, seed=seed)
         return next(iter(loader))[1].tolist()
 
     assert first_labels(1) == first_labels(1) != labels.tolist()  # shuffled, by the seed

@@ -329,9 +329,14 @@ def test_linear_saves_only_what_backward_needs():
 
 def test_linear_backward_helper_returns_none_for_unneeded():
     g, x, w = torch.randn(4, 3), torch.randn(4, 5), torch.randn(5, 3)
-    gi, gw, gb = linear_backward(g, x, w, False, True, False)
+    gi, gw, gb = linear_backward(g, x, w, (False, True, False))
     assert gi is None and gb is None
     torch.testing.assert_close(gw, x.t() @ g)
+    gi, gw, gb = linear_backward(g, x, w, (True, False))  # apply(input, weight): two flags, no bias
+    assert gw is None and gb is None
+    torch.testing.assert_close(gi, g @ w.t())
+    gi, gw, gb = linear_backward(g, x, w)  # every gradient by default
+    torch.testing.assert_close((gi, gw, gb), (g @ w.t(), x.t() @ g, g.sum(0)))
 
 
 def test_linear_output_can_be_modified_in_place():

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from records import epoch_record, run_record
 
+from course_lib.config import TrainConfig
 from course_lib.runlog import (RUN_LOG, EpochRecord, NotWritable, RunRecord, append_run_log, atomic_write,
                                read_run_log)
-from course_lib.train import TrainConfig
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from course_lib import sweep
-from course_lib.train import TrainConfig
+from course_lib.config import TrainConfig
 
 
 def test_sweep_points_is_the_whole_grid_in_order():
