@@ -1,20 +1,17 @@
-"""``course_lib.checks``: right implementations pass, each kind of wrong one is named."""
+"""Tests of course_lib/checks/core.py and autograd.py: right implementations pass, each kind of
+wrong one is named."""
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from course_lib import Linear_Layer
 from course_lib.checks import (
-    check_accuracy, check_backward, check_function, check_gradcheck, check_linear_backward,
-    check_linear_forward, check_linear_needs_grad, check_mlp, check_parameter_count, check_sgd_step,
-    check_train_step,
+    check_accuracy, check_function, check_gradcheck, check_linear_backward, check_linear_forward,
+    check_linear_needs_grad, check_sgd_step,
 )
 from course_lib.checks.autograd import explain
 from course_lib.checks.core import GRAD_NAMES
 from course_lib.functions import Sigmoid, Square, Tanh
-from course_lib.layers import Linear, ScaledReLU
 
 
 def good_backward(grad_output, x, w, b):
@@ -134,108 +131,6 @@ def test_accuracy_check():
     assert check_accuracy(0.95, 0.9).passed
     report = check_accuracy(0.85, 0.9)
     assert not report.passed and "85.00%, needed at least 90.00%" in str(report)
-
-
-# --- lesson exercise checks ---
-
-
-# exercise() and its NOT ATTEMPTED report are tested in tests/test_checks_lessons.py.
-
-
-def test_parameter_count_check():
-    def right(sizes):
-        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-
-    report = check_parameter_count(right)
-    assert report.passed and "109,386 parameters" in str(report)
-    weights_only = check_parameter_count(lambda s: sum(a * b for a, b in zip(s, s[1:])))
-    assert len(weights_only.failed_names()) == 4
-    assert "the weights alone" in str(weights_only)
-    bias_per_input = check_parameter_count(lambda s: sum(a * b + a for a, b in zip(s, s[1:])))
-    assert "one bias per output, not per input" in str(bias_per_input)
-    assert "returned str" in str(check_parameter_count(lambda s: "109386"))
-
-
-def test_backward_check_for_relu_and_mse():
-    assert check_backward(lambda g, x: g * (x > 0), torch.relu).passed
-    report = check_backward(lambda g, x: g, torch.relu)  # forgot the mask
-    assert report.failed_names() == ["gradient of input 0"]
-    assert "largest error" in str(report)
-
-    def mse_grad(g, pred, target):
-        return g * 2 * (pred - target) / pred.numel()
-
-    shapes = ((6, 1), (6, 1))
-    assert check_backward(mse_grad, F.mse_loss, shapes=shapes).passed
-    no_mean = check_backward(lambda g, p, t: g * 2 * (p - t), F.mse_loss, shapes=shapes)
-    assert not no_mean.passed
-    both = check_backward(lambda g, p, t: (mse_grad(g, p, t), -mse_grad(g, p, t)), F.mse_loss,
-                          shapes=shapes, wrt=(0, 1))
-    assert both.passed and len(both.lines) == 2
-    assert "expected a tuple of 2 gradients" in str(
-        check_backward(mse_grad, F.mse_loss, shapes=shapes, wrt=(0, 1)))
-
-
-def reference_step(model, x, y, optimizer):
-    optimizer.zero_grad()
-    loss = F.mse_loss(model(x), y)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def test_train_step_check():
-    before = torch.get_rng_state()
-    assert check_train_step(reference_step).passed
-    assert torch.equal(before, torch.get_rng_state())  # the caller's random stream is untouched
-
-    def no_zero_grad(model, x, y, optimizer):
-        loss = F.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    report = check_train_step(no_zero_grad)
-    assert report.failed_names() == ["parameters after step 2"]
-    assert "zero_grad() before backward" in str(report)
-
-    def no_step(model, x, y, optimizer):
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(x), y)
-        loss.backward()
-        return loss.item()
-
-    report = check_train_step(no_step)
-    assert report.failed_names() == ["parameters after step 1"] and "unchanged" in str(report)
-
-    def returns_nothing(model, x, y, optimizer):
-        reference_step(model, x, y, optimizer)
-
-    report = check_train_step(returns_nothing)
-    assert report.failed_names() == ["loss returned (step 1)", "loss returned (step 2)"]
-
-
-def test_mlp_check():
-    def right(sizes):
-        layers = [Linear(sizes[0], sizes[1])]
-        for a, b in zip(sizes[1:], sizes[2:]):
-            layers += [ScaledReLU(0.5), Linear(a, b)]
-        return nn.Sequential(*layers)
-
-    assert check_mlp(right).passed
-
-    def torch_layers(sizes):
-        return nn.Sequential(*[nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
-
-    report = check_mlp(torch_layers)
-    assert "sizes 6-5-4-2" in report.failed_names() and "not nn.Linear" in str(report)
-
-    def trailing_activation(sizes):
-        return nn.Sequential(*right(sizes), ScaledReLU(0.5))
-
-    report = check_mlp(trailing_activation)
-    assert report.failed_names() == ["sizes 6-5-4-2", "sizes 3-1"]
-    assert "returned list" in str(check_mlp(lambda s: [Linear(3, 1)]))
 
 
 # --- what autograd hides: raw gradients through a FakeCtx, inputs needing no gradient ---

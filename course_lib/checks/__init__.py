@@ -11,48 +11,54 @@ what a graded test cell wants.
     >>> print(report)
 
 The checks live in these modules, all importable from here:
-    core         Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
-    autograd     FakeCtx: a Function's forward and backward run by hand, errors in course terms
-    lessons      ``exercise`` and the checks of the lesson exercises
-    assignments  the checks of the graded nbgrader assignments
-    backprop     cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
-    modern       lesson 8: a Function in today's style, vmap over parameters
-    distributed  combining shards' gradients, each process's share of a batch (lesson 10)
+    core             Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
+    autograd         FakeCtx: a Function's forward and backward run by hand, errors in course terms
+    exercise_runner  ``exercise``: runs an exercise's check, NOT ATTEMPTED while the answer is a stub
+    forward          lesson 1: a network's parameter count, a scale and shift folded into a layer
+    backward         lessons 2 and 3: a backward written by hand against autograd
+    training         lessons 3 and 9: parameters updated by hand, one optimizer step
+    design           lesson 6: interaction effects, a fractional design that keeps main effects clear
+    modules          lesson 9: an MLP of the course's layers, an RMSNorm module
+    backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
+    modern           lesson 8: a Function in today's style, vmap over parameters
+    distributed      combining shards' gradients, each process's share of a batch (lesson 10)
+    assignments      the checks of the graded nbgrader assignments
 """
 
 from .assignments import (
     check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
 )
 from .autograd import FakeCtx
+from .backprop import (
+    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
+)
+from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
 from .core import (
     TOLERANCE, Line, Report, check_accuracy, check_function, check_gradcheck,
     check_linear_backward, check_linear_forward, check_linear_needs_grad, check_sgd_step, compare,
 )
+from .design import check_design, check_interaction
 from .distributed import check_combine_gradients, check_shard_bounds
-from .lessons import (
-    check_backward, check_mlp, check_parameter_count, check_sgd_update, check_train_step, exercise,
-)
-from .lessons import (  # the exercises that need a derivation the lesson does not print
-    check_design, check_fold_scale_shift, check_interaction,
-    check_relu_mlp_gradients, check_rms_norm, check_torch_layout_backward,
-)
+from .exercise_runner import exercise
+from .forward import check_fold_scale_shift, check_parameter_count
 from .modern import check_ensemble, check_modern_function
+from .modules import check_mlp, check_rms_norm
+from .training import check_sgd_update, check_train_step
 
 __all__ = [
-    "TOLERANCE", "FakeCtx", "Line", "Report", "compare",
+    "TOLERANCE", "FakeCtx", "Line", "Report", "compare", "exercise",
+    # core: the Linear layer, the gallery Functions, an SGD step, an accuracy
     "check_accuracy", "check_function", "check_gradcheck", "check_linear_backward",
     "check_linear_forward", "check_linear_needs_grad", "check_sgd_step",
-    "exercise", "check_backward", "check_mlp", "check_parameter_count", "check_sgd_update",
-    "check_train_step",
-    "check_design", "check_fold_scale_shift", "check_interaction",
-    "check_relu_mlp_gradients", "check_rms_norm", "check_torch_layout_backward",
-    "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
+    # the lessons' exercises, in reading order
+    "check_parameter_count", "check_fold_scale_shift",
+    "check_backward", "check_torch_layout_backward", "check_relu_mlp_gradients",
+    "check_sgd_update", "check_train_step",
+    "check_cross_entropy_backward", "check_manual_step", "check_mlp_gradients", "mlp_gradients",
+    "check_interaction", "check_design",
     "check_modern_function", "check_ensemble",
+    "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
+    # the graded assignments
+    "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]
-
-from .backprop import (  # noqa: E402  (lesson 4 and assignment 5)
-    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
-)
-
-__all__ += ["check_cross_entropy_backward", "check_manual_step", "check_mlp_gradients", "mlp_gradients"]

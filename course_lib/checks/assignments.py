@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ..models import NeuralNet
 from ..train import evaluate, train_epoch
-from .core import TOLERANCE, Report, _is_function_class, _raised, check_gradcheck, compare
+from .autograd import is_function_class
+from .core import TOLERANCE, Report, check_gradcheck, compare, raised
 
 
 def _random_linear_cases(seed: int, n_cases: int):
@@ -38,7 +39,7 @@ def check_linear_random(fn, seed: int = 0, n_cases: int = 3) -> Report:
     there is no bias), then each gradient against finite differences of ``fn``'s own forward
     (``check_gradcheck``). Hard-coded shapes or numbers cannot pass a fresh seed.
     """
-    if not _is_function_class(fn):
+    if not is_function_class(fn):
         raise TypeError(f"check_linear_random: expected a torch.autograd.Function class, got {fn!r}")
     report = Report(f"check_linear_random(seed={seed})")
     for case, x, w, b in _random_linear_cases(seed, n_cases):
@@ -46,7 +47,7 @@ def check_linear_random(fn, seed: int = 0, n_cases: int = 3) -> Report:
         try:
             out = fn.apply(*inputs)
         except Exception as e:
-            _raised(report, f"output ({case})", e)
+            raised(report, f"output ({case})", e)
             continue
         if not compare(f"output ({case})", out, F.linear(x, w.t(), b), report):
             continue
@@ -154,7 +155,7 @@ def check_train_epoch(fn, seed: int = 0, lr: float = 0.05) -> Report:
     try:
         loss = fn(model, iter(batches), torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     except Exception as e:
-        return _raised(report, "train_epoch", e)
+        return raised(report, "train_epoch", e)
     modes = [training for training, _ in model.recorder.modes()]
     if not modes:
         report.add("training mode", False, "the model never ran: call model(images) for each batch")
@@ -209,7 +210,7 @@ def check_evaluate_accuracy(fn) -> Report:
     try:
         got = fn(model, iter(batches))
     except Exception as e:
-        return _raised(report, "accuracy", e)
+        return raised(report, "accuracy", e)
     number = _number(got)
     if number is None:
         report.add("accuracy", False, f"returned {type(got).__name__}, expected a number in [0, 1]")

@@ -13,7 +13,8 @@ import re
 import torch
 
 
-def _is_function_class(fn) -> bool:
+def is_function_class(fn) -> bool:
+    """Whether ``fn`` is an autograd Function class (called through ``fn.apply``), not a function."""
     return isinstance(fn, type) and issubclass(fn, torch.autograd.Function)
 
 
@@ -86,7 +87,7 @@ def explain(error: Exception, names=()) -> str:
         index = int(shape.group(1))
         got, expected = (tuple(int(v) for v in g.split(",") if v.strip()) for g in shape.groups()[1:])
         name = names[index] if index < len(names) else f"the gradient of input {index}"
-        return f"{name} has shape {got}, expected {expected}{_shape_hint(got, expected)}"
+        return f"{name} has shape {got}, expected {expected}{shape_hint(got, expected)}"
     if re.search(r"not enough values to unpack \(expected \d+, got 0\)", text):
         text += " (ctx.saved_tensors is empty: did forward call ctx.save_for_backward?)"
     elif isinstance(error, IndexError) and "tuple index out of range" in text:
@@ -95,7 +96,8 @@ def explain(error: Exception, names=()) -> str:
     return f"raised {type(error).__name__}: {text}"
 
 
-def _shape_hint(got: tuple, expected: tuple) -> str:
+def shape_hint(got: tuple, expected: tuple) -> str:
+    """A guess at why a gradient has the wrong shape: transposed, or not summed over the batch."""
     if len(expected) == 2 and got == expected[::-1]:
         return ": transposed?"
     if len(got) > len(expected) and got[len(got) - len(expected):] == expected:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .autograd import _is_function_class, _shape_hint, explain, run_backward, run_forward
+from .autograd import explain, is_function_class, run_backward, run_forward, shape_hint
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-8}  # the checks run in float64
 
@@ -66,7 +66,7 @@ def compare(name: str, got, expected: torch.Tensor, report: Report, hint: str = 
         return False
     if tuple(got.shape) != shape:
         detail = f"shape {tuple(got.shape)}, expected {shape}"
-        hint_text = _shape_hint(tuple(got.shape), shape)
+        hint_text = shape_hint(tuple(got.shape), shape)
         if hint_text:
             detail += f" ({hint_text[2:]})"
         report.add(name, False, f"{detail}. {hint}".strip())
@@ -104,13 +104,13 @@ def check_linear_forward(fn, seed: int = 0) -> Report:
     """Check ``fn(input, weight, bias)`` (or ``fn.apply``) computes ``input @ weight + bias``;
     a Function class without a bias is called as ``fn.apply(input, weight)``."""
     report = Report("check_linear_forward")
-    function = _is_function_class(fn)
+    function = is_function_class(fn)
     for case, x, w, b in _linear_cases(seed):
         expected = F.linear(x, w.t(), b)
         try:
             got = fn.apply(*(t for t in (x, w, b) if t is not None)) if function else fn(x, w, b)
         except Exception as e:  # report, don't crash the notebook
-            _raised(report, f"output ({case})", e)
+            raised(report, f"output ({case})", e)
             continue
         compare(f"output ({case})", got, expected, report,
                 hint="" if b is not None else "Remember the bias is optional (None).")
@@ -162,7 +162,7 @@ def _check_linear_case(report: Report, fn, case: tuple, seed: int) -> None:
     try:
         got = _student_grads(fn, grad_output, tensors, needs)
     except Exception as e:
-        _raised(report, f"backward ({case})", e)
+        raised(report, f"backward ({case})", e)
         return
     for i, (name, gv, leaf) in enumerate(zip(GRAD_NAMES, got, leaves)):
         label = f"{name} ({case})"
@@ -180,7 +180,7 @@ def _check_linear_case(report: Report, fn, case: tuple, seed: int) -> None:
 
 def _student_grads(fn, grad_output, tensors, needs) -> list:
     x, w, b = tensors
-    if _is_function_class(fn):
+    if is_function_class(fn):
         inputs = [t.clone() for t in tensors if t is not None]  # apply(x, w) without a bias
         ctx, _ = run_forward(fn, inputs, needs[:len(inputs)])
         return list(run_backward(fn, ctx, grad_output.clone(), len(inputs))) + [None] * (3 - len(inputs))
@@ -204,11 +204,11 @@ def check_function(fn, reference, shapes=((3, 4),), seed: int = 0) -> Report:
         t = torch.randn(shape, generator=g, dtype=torch.float64)
         inputs.append(torch.where(t.abs() < 0.05, t + 0.1, t).requires_grad_())  # away from kinks at 0
     ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
-    call = fn.apply if _is_function_class(fn) else fn
+    call = fn.apply if is_function_class(fn) else fn
     try:
         out = call(*inputs)
     except Exception as e:
-        return _raised(report, "forward", e)
+        return raised(report, "forward", e)
     expected = reference(*ref_inputs)
     if not compare("forward", out, expected, report):
         return report
@@ -222,7 +222,7 @@ def check_function(fn, reference, shapes=((3, 4),), seed: int = 0) -> Report:
         ok = torch.autograd.gradcheck(call, [t.detach().clone().requires_grad_() for t in inputs],
                                       raise_exception=False)
     except Exception as e:
-        return _raised(report, "backward", e, names)
+        return raised(report, "backward", e, names)
     report.add("gradcheck", ok, "finite differences agree with backward" if ok else
                "finite differences disagree with backward: check the derivative")
     return report
@@ -238,7 +238,7 @@ def check_gradcheck(fn, inputs, names=None, seed: int = 0) -> Report:
     """
     names = list(names or [f"input {i}" for i in range(len(inputs))])
     report = Report(f"check_gradcheck({getattr(fn, '__name__', 'function')})")
-    call = fn.apply if _is_function_class(fn) else fn
+    call = fn.apply if is_function_class(fn) else fn
     leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
     g = torch.Generator().manual_seed(seed)
     try:
@@ -253,7 +253,7 @@ def check_gradcheck(fn, inputs, names=None, seed: int = 0) -> Report:
                                     lambda grad: _directional_error(lambda *xs: (call(*xs) * v).sum().item(),
                                                                     values, i, grad, g))
     except Exception as e:
-        return _raised(report, "backward", e, [f"grad_{n}" for n in names])
+        return raised(report, "backward", e, [f"grad_{n}" for n in names])
     return report
 
 
@@ -263,7 +263,7 @@ def _add_gradcheck_line(report: Report, name: str, grad, shape, error_of) -> Non
         return
     if grad.shape != shape:
         report.add(name, False, f"gradient of shape {tuple(grad.shape)}, expected {tuple(shape)}"
-                   f"{_shape_hint(tuple(grad.shape), tuple(shape))}")
+                   f"{shape_hint(tuple(grad.shape), tuple(shape))}")
         return
     err, exact, numeric = error_of(grad)
     if err <= 1e-5 + 1e-3 * abs(numeric):  # gradcheck's tolerances
@@ -333,6 +333,13 @@ def check_accuracy(accuracy: float, threshold: float, what: str = "test accuracy
     return report
 
 
-def _raised(report: Report, name: str, e: Exception, names=()) -> Report:
+def raised(report: Report, name: str, e: Exception, names=()) -> Report:
+    """Add a failed line to ``report`` saying, in course terms, what the student's code raised."""
     report.add(name, False, explain(e, names))
     return report
+
+
+def random_float64(*shapes, seed: int = 0) -> list:
+    """One standard-normal float64 tensor per shape, drawn in order from a generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from .core import Report, _is_function_class, _raised, compare
+from .autograd import is_function_class
+from .core import Report, compare, raised
 
 
 def _inputs(seed: int):
@@ -22,7 +23,7 @@ def check_modern_function(fn, reference=F.softplus, derivative=torch.sigmoid, se
     ``grad``), and support double backward. Defaults: softplus, whose derivative is sigmoid.
     """
     report = Report(f"check_modern_function({getattr(fn, '__name__', fn)!s})")
-    if not _is_function_class(fn):
+    if not is_function_class(fn):
         report.add("a Function class", False, f"expected a torch.autograd.Function class, got {fn!r}")
         return report
     x = _inputs(seed)
@@ -31,7 +32,7 @@ def check_modern_function(fn, reference=F.softplus, derivative=torch.sigmoid, se
         y = fn.apply(leaf)
         (got_grad,) = torch.autograd.grad(y.sum(), leaf, create_graph=True)
     except Exception as e:
-        return _raised(report, "forward and backward", e)
+        return raised(report, "forward and backward", e)
     compare("value", y, reference(x), report)
     compare("gradient", got_grad, derivative(x), report, hint="backward returns grad_output * dy/dx")
     modern = fn.setup_context is not torch.autograd.Function.setup_context
@@ -43,12 +44,12 @@ def check_modern_function(fn, reference=F.softplus, derivative=torch.sigmoid, se
         compare("per-sample grad", per_sample, derivative(x), report)
     except Exception as e:
         hint = " (add generate_vmap_rule = True)" if "vmap" in str(e) and modern else ""
-        _raised(report, "vmap", RuntimeError(f"{str(e).splitlines()[0]}{hint}"))
+        raised(report, "vmap", RuntimeError(f"{str(e).splitlines()[0]}{hint}"))
     try:
         ok = torch.autograd.gradgradcheck(fn.apply, (x[:2].clone().requires_grad_(),))
         report.add("double backward", ok, "gradgradcheck passes")
     except Exception as e:
-        _raised(report, "double backward", RuntimeError(str(e).splitlines()[0]))
+        raised(report, "double backward", RuntimeError(str(e).splitlines()[0]))
     return report
 
 
@@ -68,7 +69,7 @@ def check_ensemble(fn, seed: int = 0) -> Report:
         try:
             got = fn(x, weights, biases)
         except Exception as e:
-            _raised(report, f"{k} model{'s' * (k != 1)}, batch {b}", e)
+            raised(report, f"{k} model{'s' * (k != 1)}, batch {b}", e)
             continue
         hint = "model k's output is x @ weights[k] + biases[k], stacked along a new first dimension"
         compare(f"{k} model{'s' * (k != 1)}, batch {b}", got, expected, report, hint=hint)

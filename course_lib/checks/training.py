@@ -1,0 +1,131 @@
+"""Checks of one training step: parameters updated by hand (lesson 3), and the
+``zero_grad``, forward, loss, ``backward``, ``step`` of an optimizer (lesson 9)."""
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .core import Report, check_sgd_step, raised
+
+
+class _OutOfPlaceWatch(TorchFunctionMode):
+    """Notes whether an out-of-place op took one of ``params`` and their gradients as operands."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.ids = {id(p) for p in params}
+        self.out_of_place = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name in ("sub", "__sub__", "add", "__add__", "__rsub__")
+                and any(id(a) in self.ids for a in args)):
+            self.out_of_place = True
+        return func(*args, **(kwargs or {}))
+
+
+def _sgd_detail(before, after, grad, lr, rebound: bool) -> str:
+    """Why one parameter is not ``before - lr * grad``, in words."""
+    if torch.allclose(after, before) and grad.abs().max() > 0:
+        if rebound:
+            return ("unchanged: `p = p - lr * p.grad` makes a new tensor and rebinds the name p; "
+                    "update the parameter itself, in place (`p -= ...` inside torch.no_grad())")
+        return "unchanged: this parameter was never stepped"
+    if torch.allclose(after, before + lr * grad, rtol=1e-5, atol=1e-7):
+        return "moved along the gradient (before + lr * grad): a step goes against it"
+    if torch.allclose(after, before - 2 * lr * grad, rtol=1e-5, atol=1e-7):
+        return "stepped twice: look for a repeated update line"
+    err = (after - (before - lr * grad)).abs().max().item()
+    return f"differs from before - lr * grad by up to {err:.3g}"
+
+
+def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
+    """Check ``fn(params, lr)`` steps each parameter once, in place, then clears its gradient.
+
+    ``params`` is a list of ``nn.Parameter`` whose ``.grad`` is filled in, as after
+    ``loss.backward()``; afterwards each must equal ``before - lr * grad`` and its ``.grad`` be
+    zero or ``None``. A step that goes the wrong way, twice, or only into a new tensor is named.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"weight1": (2, 3), "bias1": (3,), "weight2": (3, 5), "bias2": (5,),
+              "weight3": (5, 1), "bias3": (1,)}
+    params = {}
+    for name, shape in shapes.items():
+        params[name] = torch.nn.Parameter(torch.randn(shape, generator=g, dtype=torch.float64))
+        params[name].grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    watch = _OutOfPlaceWatch(params.values())
+    try:
+        with watch:
+            fn(list(params.values()), lr)
+    except Exception as e:
+        return raised(Report("check_sgd_update"), "step", e)
+    after = {n: p.detach() for n, p in params.items()}
+    report = check_sgd_step(before, after, grads, lr)
+    report.title = "check_sgd_update"
+    for line in report.lines:
+        if not line.passed and line.name in grads:
+            line.detail = _sgd_detail(before[line.name], after[line.name], grads[line.name], lr,
+                                      watch.out_of_place)
+    for name, p in params.items():
+        cleared = p.grad is None or not p.grad.any()
+        report.add(f"{name}.grad", cleared, "cleared" if cleared else
+                   "still holds the gradient: zero it (or set it to None) after the step")
+    return report
+
+
+def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
+    """Check ``fn(model, inputs, targets, optimizer) -> loss`` makes one training step on MSE.
+
+    Two steps run on a ``CustomModel`` beside a reference copy that does ``zero_grad``, forward,
+    ``F.mse_loss``, ``backward``, ``step``; the second step catches gradients never zeroed.
+    """
+    from ..models import CustomModel  # imported here: the checks sit above the library
+
+    report = Report("check_train_step")
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        model = CustomModel(4, 8, 1)
+    reference = copy.deepcopy(model)
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    for step in (1, 2):
+        ref_optimizer.zero_grad()
+        ref_loss = F.mse_loss(reference(x), y)
+        ref_loss.backward()
+        ref_optimizer.step()
+        try:
+            loss = fn(model, x, y, optimizer)
+        except Exception as e:
+            return raised(report, f"step {step}", e)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.item()
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            ok = math.isclose(loss, ref_loss.item(), rel_tol=1e-5)
+            report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
+                       f"{loss:.6g}, expected {ref_loss.item():.6g} (F.mse_loss before the step)")
+        else:
+            report.add(f"loss returned (step {step})", False,
+                       f"returned {type(loss).__name__}, expected the loss as a number")
+        params = list(model.parameters())
+        if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, reference.parameters())):
+            report.add(f"parameters after step {step}", True, "match one SGD step")
+        elif step == 2:
+            report.add("parameters after step 2", False, "step 1 was right, step 2 is not: "
+                       "call optimizer.zero_grad() before backward, or gradients add up")
+        elif all(torch.equal(p, s) for p, s in zip(params, start)):
+            report.add("parameters after step 1", False,
+                       "unchanged: call optimizer.step() after loss.backward()")
+            return report
+        else:
+            report.add("parameters after step 1", False, "differ from one SGD step: the order "
+                       "is zero_grad, forward, loss, backward, step")
+            return report
+    return report
