@@ -1,9 +1,9 @@
-"""Tests of course_lib/checks/training.py: an SGD update by hand, one optimizer step."""
+"""Tests of course_lib/checks/training.py: an SGD step by hand, one optimizer step, an accuracy."""
 
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import check_sgd_update, check_train_step
+from course_lib.checks import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 
 
 def test_sgd_update_names_each_mistake():
@@ -93,3 +93,35 @@ def test_train_step_check():
 
     report = check_train_step(returns_nothing)
     assert report.failed_names() == ["loss returned (step 1)", "loss returned (step 2)"]
+
+
+def test_sgd_step_check_catches_the_source_lessons_bug():
+    torch.manual_seed(0)
+    params = {n: torch.randn(3) for n in ("weight1", "weight2", "weight3")}
+    grads = {n: torch.randn(3) for n in params}
+    lr = 0.1
+    after = {
+        "weight1": params["weight1"] - lr * grads["weight1"],
+        "weight2": params["weight2"] - 2 * lr * grads["weight2"],  # stepped twice
+        "weight3": params["weight3"].clone(),  # never stepped
+    }
+    report = check_sgd_step(params, after, grads, lr)
+    text = str(report)
+    assert report.failed_names() == ["weight2", "weight3"]
+    assert "stepped twice" in text and "never stepped" in text
+
+
+def test_sgd_step_names_a_copy_and_an_uphill_step():
+    params = {n: torch.randn(3) for n in ("w1", "w2")}
+    grads = {n: torch.randn(3) for n in params}
+    copies = {n: p - 0.1 * grads[n] for n, p in params.items()}  # what `params[n] = p - lr * g` leaves
+    report = check_sgd_step(params, params, grads, 0.1, returned=copies)
+    assert report.failed_names() == ["w1", "w2"] and "updated a copy, not in place" in str(report)
+    uphill = {n: p + 0.1 * grads[n] for n, p in params.items()}
+    assert "stepped uphill: subtract lr * grad" in str(check_sgd_step(params, uphill, grads, 0.1))
+
+
+def test_accuracy_check():
+    assert check_accuracy(0.95, 0.9).passed
+    report = check_accuracy(0.85, 0.9)
+    assert not report.passed and "85.00%, needed at least 90.00%" in str(report)

@@ -11,12 +11,14 @@ what a graded test cell wants.
     >>> print(report)
 
 The checks live in these modules, all importable from here:
-    core             Report, compare, and the checks of the Linear layer, gallery Functions, SGD step
+    report           Report and compare: the report every check returns, the helpers that fill it
     autograd         FakeCtx: a Function's forward and backward run by hand, errors in course terms
+    linear           a Linear layer's forward and gradients, also when an input needs no gradient
+    function         any autograd Function against a reference op, and against finite differences
     exercise_runner  ``exercise``: runs an exercise's check, NOT ATTEMPTED while the answer is a stub
     forward          lesson 1: a network's parameter count, a scale and shift folded into a layer
     backward         lessons 2 and 3: a backward written by hand against autograd
-    training         lessons 3 and 9: parameters updated by hand, one optimizer step
+    training         lessons 3, 4 and 9: an SGD step by hand, one optimizer step, an accuracy
     design           lesson 6: interaction effects, a fractional design that keeps main effects clear
     modules          lesson 9: an MLP of the course's layers, an RMSNorm module
     backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
@@ -33,23 +35,22 @@ from .backprop import (
     check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
 )
 from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
-from .core import (
-    TOLERANCE, Line, Report, check_accuracy, check_function, check_gradcheck,
-    check_linear_backward, check_linear_forward, check_linear_needs_grad, check_sgd_step, compare,
-)
 from .design import check_design, check_interaction
 from .distributed import check_combine_gradients, check_shard_bounds
 from .exercise_runner import exercise
 from .forward import check_fold_scale_shift, check_parameter_count
+from .function import check_function, check_gradcheck
+from .linear import check_linear_backward, check_linear_forward, check_linear_needs_grad
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
-from .training import check_sgd_update, check_train_step
+from .report import TOLERANCE, Line, Report, compare
+from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 
 __all__ = [
     "TOLERANCE", "FakeCtx", "Line", "Report", "compare", "exercise",
-    # core: the Linear layer, the gallery Functions, an SGD step, an accuracy
-    "check_accuracy", "check_function", "check_gradcheck", "check_linear_backward",
-    "check_linear_forward", "check_linear_needs_grad", "check_sgd_step",
+    # the Linear layer, any Function, an SGD step, an accuracy
+    "check_linear_forward", "check_linear_backward", "check_linear_needs_grad",
+    "check_function", "check_gradcheck", "check_sgd_step", "check_accuracy",
     # the lessons' exercises, in reading order
     "check_parameter_count", "check_fold_scale_shift",
     "check_backward", "check_torch_layout_backward", "check_relu_mlp_gradients",

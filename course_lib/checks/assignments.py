@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from ..models import NeuralNet
 from ..train import evaluate, train_epoch
 from .autograd import is_function_class
-from .core import TOLERANCE, Report, check_gradcheck, compare, raised
+from .function import check_gradcheck
+from .report import TOLERANCE, Report, compare, raised
 
 
 def _random_linear_cases(seed: int, n_cases: int):

@@ -10,7 +10,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from .core import TOLERANCE, Report, compare, raised
+from .report import TOLERANCE, Report, compare, raised
 
 ORDER = ("logits", "h2", "z2", "h1", "z1", "weight3", "bias3", "weight2", "bias2", "weight1", "bias1")
 PARAMETERS = ORDER[5:]

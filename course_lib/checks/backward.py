@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .core import Report, compare, raised, random_float64
+from .report import Report, compare, raised, random_float64
 
 
 def check_backward(fn, forward, shapes=((3, 4),), wrt=(0,), seed: int = 0) -> Report:

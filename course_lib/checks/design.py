@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .core import Report, raised
+from .report import Report, raised
 
 
 def _codes(values, column):

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from .core import TOLERANCE, Report
+from .report import TOLERANCE, Report
 
 
 def _shards(seed: int, sizes):

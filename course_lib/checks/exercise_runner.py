@@ -10,7 +10,7 @@ import functools
 import torch
 
 from .autograd import is_function_class
-from .core import Report
+from .report import Report
 
 
 def _watch_for_stub(answer, seen: list):

@@ -2,7 +2,7 @@
 
 import torch
 
-from .core import Report, compare, raised, random_float64
+from .report import Report, compare, raised, random_float64
 
 
 def check_parameter_count(fn) -> Report:

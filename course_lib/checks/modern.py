@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from .autograd import is_function_class
-from .core import Report, compare, raised
+from .report import Report, compare, raised
 
 
 def _inputs(seed: int):

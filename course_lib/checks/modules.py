@@ -3,7 +3,7 @@ RMS normalisation with a learned gain."""
 
 import torch
 
-from .core import Report, compare, raised, random_float64
+from .report import Report, compare, raised, random_float64
 
 
 def check_mlp(fn, scale: float = 0.5) -> Report:

@@ -1,5 +1,5 @@
-"""Checks of one training step: parameters updated by hand (lesson 3), and the
-``zero_grad``, forward, loss, ``backward``, ``step`` of an optimizer (lesson 9)."""
+"""Checks of training: one SGD step taken by hand (lessons 3 and 4), the ``zero_grad``, forward,
+loss, ``backward``, ``step`` of an optimizer (lesson 9), and the accuracy a run reaches."""
 
 import copy
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .core import Report, check_sgd_step, raised
+from .report import Report, raised
 
 
 class _OutOfPlaceWatch(TorchFunctionMode):
@@ -40,6 +40,41 @@ def _sgd_detail(before, after, grad, lr, rebound: bool) -> str:
         return "stepped twice: look for a repeated update line"
     err = (after - (before - lr * grad)).abs().max().item()
     return f"differs from before - lr * grad by up to {err:.3g}"
+
+
+def check_sgd_step(before: dict, after: dict, grads: dict, lr: float, returned: dict | None = None) -> Report:
+    """Check every parameter took exactly one SGD step: ``after = before - lr * grad``.
+
+    All three arguments map parameter names to tensors (copies taken before and after the step,
+    and the gradients used). Catches a parameter stepped twice, or never; with ``returned`` (the
+    dict of parameters as the step left it), a parameter replaced by an updated copy instead of
+    changed in place.
+    """
+    report = Report("check_sgd_step")
+    for name in before:
+        b, a = before[name].detach(), after[name].detach()
+        grad = grads.get(name)
+        if grad is None:
+            report.add(name, False, "no gradient given for this parameter")
+            continue
+        expected = b - lr * grad
+        copy = None if returned is None else returned.get(name)
+        if torch.allclose(a, expected, rtol=1e-5, atol=1e-7):
+            report.add(name, True, "stepped once")
+        elif isinstance(copy, torch.Tensor) and copy.shape == b.shape and \
+                torch.allclose(copy.detach(), expected, rtol=1e-5, atol=1e-7):
+            report.add(name, False, "updated a copy, not in place: the parameter itself is unchanged "
+                       "(write `param -= lr * grad` inside torch.no_grad())")
+        elif torch.allclose(a, b) and grad.abs().max() > 0:
+            report.add(name, False, "unchanged: this parameter was never stepped")
+        elif torch.allclose(a, b + lr * grad, rtol=1e-5, atol=1e-7):
+            report.add(name, False, "stepped uphill: subtract lr * grad, don't add it")
+        elif torch.allclose(a, b - 2 * lr * grad, rtol=1e-5, atol=1e-7):
+            report.add(name, False, "stepped twice: look for a repeated update line")
+        else:
+            err = (a - expected).abs().max().item()
+            report.add(name, False, f"differs from before - lr * grad by up to {err:.3g}")
+    return report
 
 
 def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
@@ -78,6 +113,19 @@ def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
     return report
 
 
+def _add_loss_line(report: Report, step: int, loss, expected: float) -> None:
+    """Add the line for the loss a training step returned, against the reference step's."""
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        loss = loss.item()
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        ok = math.isclose(loss, expected, rel_tol=1e-5)
+        report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
+                   f"{loss:.6g}, expected {expected:.6g} (F.mse_loss before the step)")
+    else:
+        report.add(f"loss returned (step {step})", False,
+                   f"returned {type(loss).__name__}, expected the loss as a number")
+
+
 def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
     """Check ``fn(model, inputs, targets, optimizer) -> loss`` makes one training step on MSE.
 
@@ -105,15 +153,7 @@ def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
             loss = fn(model, x, y, optimizer)
         except Exception as e:
             return raised(report, f"step {step}", e)
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            loss = loss.item()
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            ok = math.isclose(loss, ref_loss.item(), rel_tol=1e-5)
-            report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
-                       f"{loss:.6g}, expected {ref_loss.item():.6g} (F.mse_loss before the step)")
-        else:
-            report.add(f"loss returned (step {step})", False,
-                       f"returned {type(loss).__name__}, expected the loss as a number")
+        _add_loss_line(report, step, loss, ref_loss.item())
         params = list(model.parameters())
         if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, reference.parameters())):
             report.add(f"parameters after step {step}", True, "match one SGD step")
@@ -128,4 +168,12 @@ def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
             report.add("parameters after step 1", False, "differ from one SGD step: the order "
                        "is zero_grad, forward, loss, backward, step")
             return report
+    return report
+
+
+def check_accuracy(accuracy: float, threshold: float, what: str = "test accuracy") -> Report:
+    """Check an accuracy (a fraction in [0, 1]) reaches ``threshold``."""
+    report = Report("check_accuracy")
+    ok = 0.0 <= accuracy <= 1.0 and accuracy >= threshold
+    report.add(what, ok, f"{accuracy:.2%}, needed at least {threshold:.2%}")
     return report

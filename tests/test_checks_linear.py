@@ -1,17 +1,11 @@
-"""Tests of course_lib/checks/core.py and autograd.py: right implementations pass, each kind of
-wrong one is named."""
+"""Tests of course_lib/checks/linear.py: a right Linear layer passes, each kind of wrong one is
+named, including what autograd hides (raw gradients through a FakeCtx, inputs needing no gradient)."""
 
 import pytest
 import torch
 
 from course_lib import Linear_Layer
-from course_lib.checks import (
-    check_accuracy, check_function, check_gradcheck, check_linear_backward, check_linear_forward,
-    check_linear_needs_grad, check_sgd_step,
-)
-from course_lib.checks.autograd import explain
-from course_lib.checks.core import GRAD_NAMES
-from course_lib.functions import Sigmoid, Square, Tanh
+from course_lib.checks import check_linear_backward, check_linear_forward, check_linear_needs_grad
 
 
 def good_backward(grad_output, x, w, b):
@@ -90,49 +84,6 @@ def test_forward_check():
     assert "raised TypeError" in str(report)
 
 
-def test_function_check():
-    assert check_function(Tanh, torch.tanh).passed
-    assert check_function(Square, torch.square).passed
-
-    class WrongSigmoid(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = torch.sigmoid(x)
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, grad_output):
-            (y,) = ctx.saved_tensors
-            return grad_output * y  # forgot (1 - y)
-
-    report = check_function(WrongSigmoid, torch.sigmoid)
-    assert report.failed_names() == ["gradient of input 0", "gradcheck"]
-    assert check_function(Sigmoid, torch.sigmoid).passed
-
-
-def test_sgd_step_check_catches_the_source_lessons_bug():
-    torch.manual_seed(0)
-    params = {n: torch.randn(3) for n in ("weight1", "weight2", "weight3")}
-    grads = {n: torch.randn(3) for n in params}
-    lr = 0.1
-    after = {
-        "weight1": params["weight1"] - lr * grads["weight1"],
-        "weight2": params["weight2"] - 2 * lr * grads["weight2"],  # stepped twice
-        "weight3": params["weight3"].clone(),  # never stepped
-    }
-    report = check_sgd_step(params, after, grads, lr)
-    text = str(report)
-    assert report.failed_names() == ["weight2", "weight3"]
-    assert "stepped twice" in text and "never stepped" in text
-
-
-def test_accuracy_check():
-    assert check_accuracy(0.95, 0.9).passed
-    report = check_accuracy(0.85, 0.9)
-    assert not report.passed and "85.00%, needed at least 90.00%" in str(report)
-
-
 # --- what autograd hides: raw gradients through a FakeCtx, inputs needing no gradient ---
 
 
@@ -208,47 +159,3 @@ def test_nothing_saved_and_too_many_gradients_are_named():
         return g @ w.t(), x.t() @ g, None if b is None else g.sum(0), g
     report = check_linear_backward(linear_class(four))
     assert len(report.failed_names()) == 3 and "backward returned 4 gradients for 3 inputs" in str(report)
-
-
-def test_explain_turns_autograd_shape_errors_into_course_terms():
-    error = RuntimeError("Function Linear_LayerBackward returned an invalid gradient at index 1 - got [3, 5] "
-                         "but expected shape compatible with [5, 3]")
-    assert explain(error, GRAD_NAMES) == "grad_weight has shape (3, 5), expected (5, 3): transposed?"
-    error = RuntimeError("returned an invalid gradient at index 0 - got [4, 3] but expected shape compatible with [3]")
-    assert explain(error, ["grad_bias"]) == "grad_bias has shape (4, 3), expected (3,): not summed over the batch?"
-    assert explain(ValueError("not enough values to unpack (expected 3, got 0)")) == (
-        "raised ValueError: not enough values to unpack (expected 3, got 0) "
-        "(ctx.saved_tensors is empty: did forward call ctx.save_for_backward?)")
-
-
-def test_gradcheck_names_the_input_and_the_error_without_a_jacobian():
-    class WrongSlope(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, a):
-            ctx.save_for_backward(x, a)
-            return a * x
-
-        @staticmethod
-        def backward(ctx, g):
-            x, a = ctx.saved_tensors
-            return g * a, 2 * (g * x).sum_to_size(a.shape)  # slope gradient doubled
-
-    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    a = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    report = check_gradcheck(WrongSlope, (x, a), names=("x", "slope"))
-    assert report.failed_names() == ["slope"]
-    assert "backward disagrees with finite differences of forward by" in str(report)
-    assert "PASS  x      backward agrees with finite differences" in str(report)
-    frozen = check_gradcheck(WrongSlope, (x, a.detach()), names=("x", "slope"))
-    assert frozen.passed and [line.name for line in frozen.lines] == ["x"]  # slope needs no gradient
-    assert check_gradcheck(Tanh, (x,)).passed
-
-
-def test_sgd_step_names_a_copy_and_an_uphill_step():
-    params = {n: torch.randn(3) for n in ("w1", "w2")}
-    grads = {n: torch.randn(3) for n in params}
-    copies = {n: p - 0.1 * grads[n] for n, p in params.items()}  # what `params[n] = p - lr * g` leaves
-    report = check_sgd_step(params, params, grads, 0.1, returned=copies)
-    assert report.failed_names() == ["w1", "w2"] and "updated a copy, not in place" in str(report)
-    uphill = {n: p + 0.1 * grads[n] for n, p in params.items()}
-    assert "stepped uphill: subtract lr * grad" in str(check_sgd_step(params, uphill, grads, 0.1))
