@@ -64,7 +64,6 @@ linear.register_autograd(_backward, setup_context=_setup_context)
 # (None: shared by every sample), and expects (output, where output's batch dimension is).
 
 
-@linear.register_vmap
 def _vmap(info, in_dims, input, weight, bias=None):
     args = autocast_args(input, weight, bias)  # vmap comes before autocast: cast here first
     dims = (*in_dims, None)[:3]  # a call without bias has two in_dims
@@ -74,6 +73,9 @@ def _vmap(info, in_dims, input, weight, bias=None):
     if dims[1] is None and dims[2] is None:  # shared weight and bias: the samples are more rows
         return linear(input, weight, bias), 0  # (B, *, n_in) -> (B, *, n_out), the op itself
     return _per_sample_parameters(input, weight, bias, sample[0].shape), 0
+
+
+linear.register_vmap(_vmap)
 
 
 def _per_sample_parameters(input, weight, bias, sample_shape):
