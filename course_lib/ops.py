@@ -14,7 +14,10 @@ operator these questions, each answered here once:
                                 ``F.linear``'s are (float64 is left alone), and each gradient
                                 comes back in its input's own dtype
 
-``torch.library.opcheck`` tests that the answers agree (tests/test_ops.py).
+``torch.library.opcheck`` tests that the first three agree; tests/test_ops.py checks all five
+against ``F.linear``. Not answered in torch 2.14: ``torch.func.grad`` (so ``vmap(grad(...))``)
+refuses the op, as ``register_autograd`` builds an old-style autograd.Function (pytorch/pytorch
+issue 170834); ``.backward()`` works, vmapped or not, and ``Linear_Layer`` serves ``torch.func``.
 The op is registered when ``course_lib`` is imported. Weight shaped ``(n_in, n_out)`` as in the lessons.
 """
 
