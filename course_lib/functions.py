@@ -129,7 +129,8 @@ def linear_backward(grad_output, input, weight, needs=(True, True, True),
     """Gradients of ``y = x W + b`` given ``grad_output = dL/dy``, only those asked for.
 
     ``needs`` says which of ``(input, weight, bias)`` need a gradient: a backward passes its
-    ``ctx.needs_input_grad``, which has only two flags after ``apply(input, weight)`` (no bias).
+    ``ctx.needs_input_grad`` (three flags from ``Linear_Layer.apply``, which fills in
+    ``bias=None``; two from the custom op ``course_lib.linear`` called without a bias).
     Returns ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed::
 
         grad_input  = dL/dy @ W^T    (*, n_out) @ (n_out, n_in) -> (*, n_in)

@@ -44,9 +44,9 @@ def check_linear_forward(fn, seed: int = 0) -> Report:
 
 
 GRAD_HINTS = {
-    "grad_input": "Expected grad_output @ weight.T, shape (batch, in_features).",
-    "grad_weight": "Expected input.T @ grad_output, shape (in_features, out_features) like weight.",
-    "grad_bias": "Expected grad_output summed over the batch, shape (out_features,).",
+    "grad_input": "Expected grad_output @ weight.T, shape (B, n_in) like input.",
+    "grad_weight": "Expected input.T @ grad_output, shape (n_in, n_out) like weight.",
+    "grad_bias": "Expected grad_output summed over the batch, shape (n_out,) like bias.",
 }
 GRAD_NAMES = ("grad_input", "grad_weight", "grad_bias")
 
