@@ -126,6 +126,13 @@ class StudentCode:
         elif error and (error.get("ename") == "MemoryError" or "can't allocate memory" in str(error.get("evalue"))):
             self.cut[index] = (f"cell {index} ran out of memory ({self.job.limits.memory_bytes / 2**30:g} GB, "
                                "the limit per student) and was stopped there")
+        elif error and "No space left on device" in str(error.get("evalue")):
+            self.cut[index] = (f"cell {index} filled its {self.job.limits.disk_bytes / 2**20:g} MB of disk "
+                               "(the limit per student) and was stopped there")
+        elif error and ("Resource temporarily unavailable" in str(error.get("evalue"))
+                        or "can't start new thread" in str(error.get("evalue"))):
+            self.cut[index] = (f"cell {index} started more than {self.job.limits.processes} processes or threads "
+                               "(the limit per student) and was stopped there")
         self.results[index] = {"error": error, "output": output}
 
     def _output(self, index: int) -> str:
