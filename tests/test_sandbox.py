@@ -35,9 +35,9 @@ def repo(tmp_path_factory):
 
 
 def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, notebook_s=60),
-          setup: str = SETUP, withheld=()) -> grading.Outcome:
+          setup: str = SETUP, withheld=(), kernel: dict = None) -> grading.Outcome:
     """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
-    ``{grade_id: source}`` (one point each; default: ``double`` doubles)."""
+    ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""
     tests = {"test_double": TEST} if tests is None else tests
     cells = {"setup": {"kind": "setup", "source": setup, "points": 0.0}}
     cells.update({gid: {"kind": "answer", "source": "", "points": 0.0} for gid in answers})
@@ -45,6 +45,8 @@ def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(answers.get(gid, cell["source"]), metadata={"nbgrader": {"grade_id": gid}})
         for gid, cell in cells.items()])
+    if kernel:
+        nb.metadata["kernelspec"] = kernel
     path = repo / "submission.ipynb"
     nbformat.write(nb, str(path))
     return grading.grade_notebook(grading.Job("student", "a", "submission", path, cells, list(withheld),
@@ -95,6 +97,15 @@ def test_nothing_outside_home_is_writable(repo):
              "        except OSError:\n            pass\n    return found\n")
     outcome = grade(repo, {"probe": probe}, {"test_writable": "assert writable() == [], writable()\n"})
     assert outcome.scores == {"test_writable": 1.0}, outcome.failures
+
+
+def test_killing_every_process_it_can_see_costs_only_that_cell(repo):
+    kill = ("import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)  # every process it may signal, itself apart\n"
+            "except ProcessLookupError:\n    print('no other process in sight', flush=True)\nos.killpg(0, signal.SIGKILL)\n")
+    outcome = grade(repo, {"double": DOUBLE, "kill": kill})
+    assert outcome.problems == ["cell 3 ended the Python process (exit code 137)"]
+    assert outcome.feedback.cells[2].outputs[0].text == "no other process in sight\n"
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
 
 
 def test_a_fork_bomb_is_capped_and_costs_only_its_cell(repo):

@@ -24,6 +24,7 @@ import resource
 import struct
 import sys
 import traceback
+import types
 
 import torch
 
@@ -71,7 +72,9 @@ class Withheld:
 
 
 def withhold(names, assignment: str) -> None:
-    """Replace each ``module.attr`` in ``names`` wherever a course_lib module holds it."""
+    """Replace each ``module.attr`` in ``names`` wherever a course_lib module holds it, and make
+    the original itself raise (a student could reach it without a module: through
+    ``torch.autograd.Function.__subclasses__()``, ``gc.get_objects()``, a bound method...)."""
     importlib.import_module("course_lib.checks")  # the modules that import the solutions
     for qualified in names:
         module, attr = qualified.rsplit(".", 1)
@@ -82,6 +85,18 @@ def withhold(names, assignment: str) -> None:
                 for key, value in list(vars(mod).items()):
                     if value is original:
                         setattr(mod, key, stub)
+        disable(original, stub._message)
+
+
+def disable(original, message: str) -> None:
+    """Give every function of ``original`` (a function, or a class's methods) a body that raises."""
+    scope = {}
+    exec(f"def withheld(*args, **kwargs):\n    raise NotImplementedError({message!r})\n", scope)
+    members = vars(original).values() if isinstance(original, type) else [original]
+    for member in members:
+        function = getattr(member, "__func__", member)  # staticmethod, classmethod
+        if isinstance(function, types.FunctionType) and not function.__code__.co_freevars:
+            function.__code__ = scope["withheld"].__code__
 
 
 def redirect_output(fd: int) -> None:
