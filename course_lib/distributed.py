@@ -185,19 +185,20 @@ def share(n: int, group: Group) -> slice:
     return slice(n * group.rank // group.world_size, n * (group.rank + 1) // group.world_size)
 
 
-class _ShareWeight:
+class ShareWeight:
     """The comm hook's state: this rank's fraction of the current global batch."""
 
     def __init__(self, world_size: int):
         self.value = 1.0 / world_size
 
 
-def _weighted_sum(state: _ShareWeight, bucket):
+def weighted_sum_hook(state: ShareWeight, bucket):
     """DDP comm hook: sum the ranks' gradients, each scaled by its share of the batch.
 
-    Each rank's gradient is of the mean loss over its ``n_r`` samples; ``sum_r (n_r / N) * grad_r``
-    is the gradient of the mean over all ``N``. DDP's default (divide by the world size) is the
-    same thing when every share is equal, and wrong when the last batch splits unevenly.
+    Each rank's gradient is of the mean loss over its ``n_r`` samples; ``sum_r (n_r / B) * grad_r``
+    is the gradient of the mean over the whole batch of ``B``. DDP's default (divide by the world
+    size) is the same thing when every share is equal, and wrong when the last batch splits
+    unevenly.
     """
     buffer = bucket.buffer().mul_(state.value)
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
@@ -213,7 +214,7 @@ class DataParallel:
 
     def __init__(self, group: Group, global_batches, evaluate):
         self.group, self._global_batches, self._evaluate = group, global_batches, evaluate
-        self.weight = _ShareWeight(group.world_size)
+        self.weight = ShareWeight(group.world_size)
         self._ddp = None
 
     def wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
@@ -221,7 +222,7 @@ class DataParallel:
         if self._ddp is None or self._ddp.module is not model:
             device_ids = [self.group.device] if self.group.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(model, device_ids=device_ids)
-            self._ddp.register_comm_hook(self.weight, _weighted_sum)
+            self._ddp.register_comm_hook(self.weight, weighted_sum_hook)
         return self._ddp
 
     def batches(self, split, config, generator, steps: int):

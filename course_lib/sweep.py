@@ -10,8 +10,8 @@ import math
 
 from .config import TrainConfig
 
-# The course's small grid, {TrainConfig field: values} (lesson 06 runs it too). Two values
-# each, so that --fraction can run a balanced eighth of it.
+# The command line's default grid, {TrainConfig field: values} (lesson 6 sweeps a grid like it).
+# Two values each, so that --fraction can run a balanced quarter of it (8 of 32 combinations).
 SWEEP_GRID = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
               "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}
 
