@@ -515,7 +515,9 @@ def test_suspicious_code_is_flagged_and_honest_code_is_not():
              "Report.raise_if_failed = lambda self: self": "assigns to course_lib.*",
              "exec(code)": "exec/eval", "open('../../../source/x.ipynb')": "open(",
              "get_ipython().events.register('post_run_cell', f)": "events.register",
-             "import sqlite3; sqlite3.connect('gradebook.db')": "gradebook", "import os; os._exit(1)": "os._exit"}
+             "import sqlite3; sqlite3.connect('gradebook.db')": "gradebook", "import os; os._exit(1)": "os._exit",
+             "torch.autograd.Function.__subclasses__()": "digs for objects", "runpy.run_path(p)": "digs for objects",
+             "gc.get_objects()": "digs for objects"}
     for code, flag in cases.items():
         assert flag in grading.suspicious(7, code)[0] and grading.suspicious(7, code)[0].startswith("cell 7: "), code
 

@@ -1,10 +1,11 @@
 """The student's side of the autograder: runs inside the sandbox, never in the grader's process.
 
-    python grader_harness.py WORKDIR REQUEST_FD RESPONSE_FD
+    python grader_harness.py PROGRAM REQUEST_FD RESPONSE_FD
 
-``WORKDIR/program.pt`` (written by ``tools/sandbox.py``) holds the cells to run and the course_lib
-objects to withhold. The harness runs the cells one by one, each one's output going to
-``WORKDIR/output/cell<N>.txt``, then answers the grader's requests: call one of the student's
+``PROGRAM`` (written by ``tools/sandbox.py``) holds the cells to run, the course_lib objects to
+withhold, a file descriptor per cell for its output (the grader opened the files: the sandbox
+cannot see them) and the most processes the student may start. The harness runs the cells one by
+one in the current folder, then answers the grader's requests: call one of the student's
 functions, or run a student's autograd Function's forward or backward through a stand-in ``ctx``.
 Requests and answers are ``torch.save`` frames on two pipes.
 
@@ -19,9 +20,11 @@ import importlib
 import io
 import os
 import pickle
+import resource
 import struct
 import sys
 import traceback
+import types
 
 import torch
 
@@ -69,7 +72,9 @@ class Withheld:
 
 
 def withhold(names, assignment: str) -> None:
-    """Replace each ``module.attr`` in ``names`` wherever a course_lib module holds it."""
+    """Replace each ``module.attr`` in ``names`` wherever a course_lib module holds it, and make
+    the original itself raise (a student could reach it without a module: through
+    ``torch.autograd.Function.__subclasses__()``, ``gc.get_objects()``, a bound method...)."""
     importlib.import_module("course_lib.checks")  # the modules that import the solutions
     for qualified in names:
         module, attr = qualified.rsplit(".", 1)
@@ -80,19 +85,28 @@ def withhold(names, assignment: str) -> None:
                 for key, value in list(vars(mod).items()):
                     if value is original:
                         setattr(mod, key, stub)
+        disable(original, stub._message)
 
 
-def redirect_output(path: str) -> None:
+def disable(original, message: str) -> None:
+    """Give every function of ``original`` (a function, or a class's methods) a body that raises."""
+    scope = {}
+    exec(f"def withheld(*args, **kwargs):\n    raise NotImplementedError({message!r})\n", scope)
+    members = vars(original).values() if isinstance(original, type) else [original]
+    for member in members:
+        function = getattr(member, "__func__", member)  # staticmethod, classmethod
+        if isinstance(function, types.FunctionType) and not function.__code__.co_freevars:
+            function.__code__ = scope["withheld"].__code__
+
+
+def redirect_output(fd: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except OSError:  # the last cell's output went past the size limit
         pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)  # a cell may have deleted the folder
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.close(fd)
 
 
 def error_of(e: BaseException) -> dict:
@@ -100,13 +114,13 @@ def error_of(e: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(e))[-8000:]}
 
 
-def run_cells(program: dict, namespace: dict, workdir: str, out: int) -> None:
+def run_cells(program: dict, namespace: dict, out: int) -> None:
     setup_names = None
-    for index, kind, source in program["cells"]:
+    for (index, kind, source), output in zip(program["cells"], program["outputs"]):
         if kind == "answer" and setup_names is None:
             setup_names = set(namespace)
         send(out, {"event": "start", "cell": index})
-        redirect_output(os.path.join(workdir, "output", f"cell{index}.txt"))
+        redirect_output(output)
         error = None
         try:
             exec(compile(source, f"<cell {index}>", "exec"), namespace)
@@ -201,14 +215,14 @@ def serve(namespace: dict, inp: int, out: int) -> None:
 
 
 def main() -> None:
-    workdir, inp, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    os.chdir(workdir)
-    program = torch.load(os.path.join(workdir, "program.pt"), weights_only=True)
-    os.makedirs(os.path.join(workdir, "output"), exist_ok=True)
+    path, inp, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    program = torch.load(path, weights_only=True)
+    if program["processes"]:  # counted in the sandbox's own user namespace; no capability lifts it
+        resource.setrlimit(resource.RLIMIT_NPROC, (program["processes"], program["processes"]))
     withhold(program["withheld"], program["assignment"])
     namespace = {"__name__": "__main__", "__builtins__": builtins}
-    run_cells(program, namespace, workdir, out)
-    redirect_output(os.path.join(workdir, "output", "calls.txt"))
+    run_cells(program, namespace, out)
+    redirect_output(program["outputs"][-1])  # what the student's functions print when called
     serve(namespace, inp, out)
 
 

@@ -12,6 +12,7 @@ other answers are still graded: a cell that ran too long, ended the process or p
 left out and the process started again without it.
 """
 
+import ast
 import contextlib
 import io
 import linecache
@@ -39,6 +40,7 @@ SUSPICIOUS = {
     "gradebook": r"gradebook", "source/": r"source/|\.\./", "imports importlib/ctypes/subprocess":
         r"\bimport\s+(importlib|ctypes|subprocess|socket)|__import__", "sys.modules": r"sys\s*\.\s*modules",
     "os._exit": r"os\s*\.\s*_exit", "monkey-patches builtins": r"\bbuiltins\b|__builtins__",
+    "digs for objects": r"__subclasses__|\bgc\s*\.\s*get_|\brunpy\b|\breload\s*\(",
 }
 
 
@@ -126,6 +128,13 @@ class StudentCode:
         elif error and (error.get("ename") == "MemoryError" or "can't allocate memory" in str(error.get("evalue"))):
             self.cut[index] = (f"cell {index} ran out of memory ({self.job.limits.memory_bytes / 2**30:g} GB, "
                                "the limit per student) and was stopped there")
+        elif error and "No space left on device" in str(error.get("evalue")):
+            self.cut[index] = (f"cell {index} filled its {self.job.limits.disk_bytes / 2**20:g} MB of disk "
+                               "(the limit per student) and was stopped there")
+        elif error and ("Resource temporarily unavailable" in str(error.get("evalue"))
+                        or "can't start new thread" in str(error.get("evalue"))):
+            self.cut[index] = (f"cell {index} started more than {self.job.limits.processes} processes or threads "
+                               "(the limit per student) and was stopped there")
         self.results[index] = {"error": error, "output": output}
 
     def _output(self, index: int) -> str:
@@ -225,26 +234,48 @@ def trusted_namespace(job: Job, code: StudentCode) -> dict:
     for name, kind in code.names.items():
         if isinstance(name, str) and name not in namespace and kind != "value":
             namespace[name] = (function_proxy if kind == "function_class" else callable_proxy)(code, name)
-            stand_in = source_stand_in(name, answers) if kind == "callable" else None
-            if stand_in is not None:
-                namespace[name].__wrapped__ = stand_in
+            if kind == "callable":
+                namespace[name].__wrapped__ = source_stand_in(name, answers)
     return namespace
 
 
 def source_stand_in(name: str, answers: list):
     """A function object whose source, for ``inspect.getsource``, is the student's ``def name``
-    (compiled here, never run), so a test can read the code of the proxy's original."""
+    (compiled here, never run), so a test can read the code of the proxy's original. When ``name``
+    is not simply one undecorated top-level ``def`` (``name = other_function``, a decorator, two
+    definitions...), that ``def`` need not be what runs: the source is then every answer cell."""
+    index = plain_def(name, answers)
+    if index is None:
+        text = "\n\n".join(source for _, source in answers)
+        source, filename = f"def {name}(*args, **kwargs):\n    return {text!r}\n", f"<answer cells, {name}>"
+    else:
+        source, filename = dict(answers)[index], f"<answer cell {index}>"
+    module = compile(source, filename, "exec")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return next(types.FunctionType(c, {}) for c in module.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == name)
+
+
+def plain_def(name: str, answers: list):
+    """The answer cell whose undecorated top-level ``def name`` is the only thing in the answers
+    that binds or names ``name``; ``None`` when there is no such cell."""
+    found, other = [], 0
     for index, source in answers:
-        filename = f"<answer cell {index}>"
         try:
-            module = compile(source, filename, "exec")
-        except (SyntaxError, ValueError):
+            tree = ast.parse(source)
+        except SyntaxError:  # the cell did not run
             continue
-        for const in module.co_consts:
-            if isinstance(const, types.CodeType) and const.co_name == name:
-                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-                return types.FunctionType(const, {})
-    return None
+        top = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name
+               and not node.decorator_list]
+        found += [index] * len(top)
+        for node in ast.walk(tree):
+            other += (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name
+                      and node not in top) \
+                or (isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load)) \
+                or (isinstance(node, ast.alias) and (node.asname or node.name.split(".")[0]) == name) \
+                or (isinstance(node, (ast.Global, ast.Nonlocal)) and name in node.names) \
+                or (isinstance(node, ast.Constant) and node.value == name)
+    return found[0] if len(found) == 1 and not other else None
 
 
 def run_test(gid: str, cell: dict, namespace: dict, code: StudentCode):

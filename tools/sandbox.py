@@ -1,19 +1,24 @@
 """The grader's side of the sandbox: start the student's process, run its cells, call into it.
 
 The student's answer cells run in ``tools/grader_harness.py`` under bubblewrap (``bwrap``): its
-own empty temporary folder is the only writable place; the Python environment (the virtual
-environment and its base interpreter) and ``course_lib`` are mounted read-only; there is no
-network, no ``/proc`` of other processes, and nothing else of this machine (no ``assignments/``,
-no gradebook, no other student). Every limit is enforced from here: a cell that runs too long or a
-process that dies is killed or noticed by this side, whatever the student's code does.
+home folder is an empty in-memory filesystem of a fixed size (``/tmp`` points into it), the only
+writable place; the Python environment (the virtual environment and its base interpreter) and
+``course_lib`` are mounted read-only; there is no network, no ``/proc`` of other processes, no
+capability (so no remounting, even when the grader runs as root), and nothing else of this machine
+(no ``assignments/``, no gradebook, no other student, not even the grader's own folder: what each
+cell prints goes to a file the grader opened and handed over). Every limit is enforced from here: a
+cell that runs too long, creates too many files or a process that dies is killed or noticed by this
+side, whatever the student's code does.
 
 Proxies stand in for the student's functions and Function classes in the grader's process: a call
 sends its arguments to the sandbox and brings back plain values (``torch.load(weights_only=True)``),
 mirroring in-place changes to tensors, dicts and modules that were passed in.
 """
 
+import functools
 import io
 import itertools
+import json
 import os
 import pickle
 import resource
@@ -30,7 +35,8 @@ from pathlib import Path
 import torch
 
 HARNESS = Path(__file__).resolve().with_name("grader_harness.py")
-HOME = "/home/student"  # where the student's folder appears inside the sandbox
+HOME = "/home/student"  # the student's folder inside the sandbox
+PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
 
 
@@ -41,11 +47,16 @@ class Limits:
     cell_s: float = 60.0  # one answer cell, or one test cell's calls into the student's code
     notebook_s: float = 300.0  # everything of one notebook together
     output_bytes: int = 1_000_000  # one cell's printed output (and any file it writes)
-    memory_bytes: int = 4 * 2**30  # the student's process's address space (torch on a CPU fits in 1)
+    memory_bytes: int = 4 * 2**30  # each of the student's processes' address space (torch on a CPU fits in 1)
+    disk_bytes: int = 64 * 2**20  # the student's home folder (and /tmp), in memory: a trained MLP is 0.5 MB
+    files: int = 1000  # files and folders in it
+    processes: int = 16  # processes and threads in the sandbox (torch on one thread uses 3)
 
     def describe(self) -> str:
         return (f"{self.cell_s:g} s per cell, {self.notebook_s:g} s per notebook, "
-                f"{self.output_bytes / 1e6:g} MB of output per cell, {self.memory_bytes / 2**30:g} GB of memory")
+                f"{self.output_bytes / 1e6:g} MB of output per cell, {self.memory_bytes / 2**30:g} GB of memory, "
+                f"{self.disk_bytes / 2**20:g} MB and {self.files:,} files of disk, "
+                f"{self.processes} processes or threads")
 
 
 @dataclass(frozen=True)
@@ -76,17 +87,31 @@ def bwrap_problem(repo: Path) -> str:
     if shutil.which("bwrap") is None:
         return ("bubblewrap (bwrap) is not installed: on Debian or Ubuntu run `apt-get install -y "
                 "bubblewrap`; elsewhere grade on such a machine")
-    probe = subprocess.run(bwrap_command(Path("/tmp"), repo, ["/usr/bin/true"]),
-                           capture_output=True, text=True)
+    if "--size" not in bwrap_options():
+        return "this bubblewrap is too old (it lacks --size, new in 0.5.0): install a newer one"
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="bwrap-probe-") as probe_dir:
+        (Path(probe_dir) / "program.pt").touch()
+        probe = subprocess.run(bwrap_command(Path(probe_dir), repo, ["/usr/bin/true"], Limits()),
+                               capture_output=True, text=True)
     if probe.returncode != 0:
         return f"bubblewrap cannot start a sandbox here: {probe.stderr.strip() or probe.returncode}"
     return ""
 
 
-def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list) -> list:
-    """``bwrap`` with only the student's folder writable and the Python environment read-only."""
-    cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
+@functools.lru_cache(maxsize=1)
+def bwrap_options() -> str:
+    return subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+
+
+def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list, limits: Limits) -> list:
+    """``bwrap`` with only the student's home folder writable (a tmpfs of ``limits.disk_bytes``),
+    the Python environment read-only, and every capability dropped: run as root, bwrap would
+    otherwise keep them, and the student's code could remount ``course_lib`` writable."""
+    cmd = ["bwrap", "--unshare-all", "--unshare-user", "--cap-drop", "ALL", "--die-with-parent",
+           "--new-session", "--clearenv", "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/usr", "/usr"]
+    if "--disable-userns" in bwrap_options():  # bwrap >= 0.8: no user namespace to regain them in
+        cmd.insert(3, "--disable-userns")
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
@@ -95,8 +120,9 @@ def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list) -> list:
     for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
         cmd += ["--ro-bind", path, path]
     cmd += ["--ro-bind", str(course_lib_parent / "course_lib"), "/course/course_lib",
-            "--ro-bind", str(HARNESS), "/grader/harness.py",
-            "--bind", str(workdir), HOME, "--chdir", HOME]
+            "--ro-bind", str(HARNESS), "/grader/harness.py", "--ro-bind", str(workdir / "program.pt"), PROGRAM,
+            "--size", str(limits.disk_bytes), "--tmpfs", HOME, "--dir", f"{HOME}/.tmp",
+            "--symlink", f"{HOME}/.tmp", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", HOME]
     for key, value in sandbox_env().items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"] + argv
@@ -114,30 +140,71 @@ class Sandbox:
     def __init__(self, workdir: Path, limits: Limits, sandboxed: bool, repo: Path):
         self.workdir, self.limits, self.sandboxed, self.repo = workdir, limits, sandboxed, repo
         self.process = None
+        self._root = None  # the sandbox's / seen from here, to count its files and processes
         self._handles = itertools.count()
 
     def start(self, program: dict) -> None:
+        """Start the harness on ``program`` (its cells, what to withhold); each cell's output goes
+        to ``output/cell<N>.txt`` here, through a file descriptor handed to the sandbox."""
+        outputs = self.workdir / "output"
+        outputs.mkdir(exist_ok=True)
+        names = [f"cell{index}.txt" for index, _, _ in program["cells"]] + ["calls.txt"]
+        fds = [os.open(outputs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600) for name in names]
+        program = dict(program, outputs=fds, processes=self.limits.processes if self.sandboxed else 0)
         torch.save(program, self.workdir / "program.pt")
-        (self.workdir / "output").mkdir(exist_ok=True)
         req_r, self._req_w = os.pipe()
         self._res_r, res_w = os.pipe()
+        info_r, info_w = os.pipe()
         if self.sandboxed:
             argv = bwrap_command(self.workdir, self.repo, [sys.executable, "-s", "-B", "/grader/harness.py",
-                                                           HOME, str(req_r), str(res_w)])
+                                                           PROGRAM, str(req_r), str(res_w)], self.limits)
+            argv[1:1] = ["--info-fd", str(info_w)]
             env = None
         else:
-            argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir), str(req_r), str(res_w)]
+            argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir / "program.pt"), str(req_r), str(res_w)]
             env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.repo))
         output, memory = self.limits.output_bytes, self.limits.memory_bytes
         with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
             self.process = subprocess.Popen(
-                argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w), start_new_session=True,
+                argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w, info_w, *fds), start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (output, output)),
                                     resource.setrlimit(resource.RLIMIT_AS, (memory, memory)),
                                     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
-        os.close(req_r)
-        os.close(res_w)
+        for fd in (req_r, res_w, info_w, *fds):
+            os.close(fd)
+        self._root = self._sandbox_root(info_r) if self.sandboxed else None
+        os.close(info_r)
+
+    @staticmethod
+    def _sandbox_root(info_r: int):
+        """The sandbox's ``/`` seen from here (``/proc/<pid>/root``), from the JSON bwrap writes on
+        ``--info-fd``; ``None`` if bwrap said nothing within 10 s."""
+        text, deadline = b"", time.monotonic() + 10
+        while b"}" not in text and select.select([info_r], [], [], max(deadline - time.monotonic(), 0))[0]:
+            chunk = os.read(info_r, 4096)
+            if not chunk:
+                break
+            text += chunk
+        try:
+            return f"/proc/{int(json.loads(text)['child-pid'])}/root"
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def over_limit(self) -> str:
+        """What the student's code has too many of now (files, processes), or ``""``. RLIMIT_NPROC
+        already caps processes, except when the grader runs as root: the kernel exempts root's."""
+        if not self._root:
+            return ""
+        try:
+            fs = os.statvfs(self._root + HOME)
+            files = fs.f_files - fs.f_ffree - 2  # less the folder itself and .tmp
+            processes = sum(name.isdigit() for name in os.listdir(self._root + "/proc")) - 1  # less bwrap's
+        except OSError:  # the sandbox has just ended
+            return ""
+        if files > self.limits.files:
+            return f"created more than {self.limits.files:,} files"
+        return f"started more than {self.limits.processes} processes" if processes > self.limits.processes else ""
 
     def stop(self, graceful: bool = False) -> None:
         """Kill the student's process; ``graceful``: first let it end by closing its request pipe
@@ -184,11 +251,16 @@ class Sandbox:
     def _read(self, n: int, budget: "Budget", doing: str) -> bytes:
         chunks = []
         while n:
+            if too_many := self.over_limit():  # checked 4 times a second while the student runs
+                self.stop()
+                raise StudentProcessEnded(f"{doing} {too_many} (the limit per student)")
             left = budget.deadline - time.monotonic()
-            ready = select.select([self._res_r], [], [], left)[0] if left > 0 else []
-            if not ready:
+            ready = select.select([self._res_r], [], [], min(left, 0.25))[0] if left > 0 else []
+            if not ready and left <= 0.25:
                 self.stop()
                 raise StudentProcessEnded(f"{doing} ran past {budget.limit}")
+            if not ready:
+                continue
             chunk = os.read(self._res_r, min(n, 1 << 20))
             if not chunk:
                 code = self.process.wait()

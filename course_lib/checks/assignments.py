@@ -125,7 +125,13 @@ class _Recorder(torch.nn.Module):
 
 
 class _RecordingNet(NeuralNet):
-    """The course's ``NeuralNet`` that records the mode of every forward call."""
+    """The course's ``NeuralNet`` that records the mode of every forward call, and halves its
+    logits in eval mode.
+
+    Graded, the notes are written in the student's process and could be forged; the halved logits
+    make the mode show in what the grader checks itself: trained in eval mode, the loss and the
+    weights differ from the reference's, whatever the notes say.
+    """
 
     def __init__(self, num_units: int):
         super().__init__(num_units)
@@ -134,7 +140,8 @@ class _RecordingNet(NeuralNet):
     def forward(self, x):
         self.recorder.training = self.training
         self.recorder.record()
-        return super().forward(x)
+        logits = super().forward(x)
+        return logits if self.training else 0.5 * logits
 
 
 def check_train_epoch(fn, seed: int = 0, lr: float = 0.05) -> Report:
@@ -188,28 +195,55 @@ def _loss_line(report: Report, loss, ref_loss: float, n_samples: int) -> None:
 
 
 class _Predicts(_Recorder):
-    """A "classifier" that predicts the class written in each image's first pixel; it records
-    whether it ran in training mode and with gradients on."""
+    """A "classifier" that predicts the class written in each image's first pixel in eval mode
+    without gradients, and the one in its second pixel otherwise; it records whether it ran in
+    training mode and with gradients on.
+
+    Graded, the notes are written in the student's process and could be forged; the other
+    predictions make the mode show in the accuracy, which the grader checks itself.
+    """
 
     def forward(self, images):
         self.record()
-        return F.one_hot(images[:, 0, 0, 0].long(), 10).float()
+        pixel = int(self.training or torch.is_grad_enabled())
+        return F.one_hot(images[:, 0, 0, pixel].long(), 10).float()
+
+
+def _accuracy_batches(sizes, correct, correct_in_wrong_mode):
+    """Batches on which ``_Predicts`` gets ``correct[i]`` of batch i right in eval mode without
+    gradients, and ``correct_in_wrong_mode[i]`` otherwise."""
+    batches = []
+    for n, k, k_wrong in zip(sizes, correct, correct_in_wrong_mode):
+        labels = torch.arange(n) % 10
+        images = torch.zeros(n, 1, 28, 28)
+        for pixel, right in ((0, k), (1, k_wrong)):
+            images[:, 0, 0, pixel] = torch.where(torch.arange(n) < right, labels, (labels + 1) % 10).float()
+        batches.append((images, labels))
+    return batches
+
+
+def _accuracy_hint(number: float, batches, correct, expected: float) -> str:
+    """The usual mistake that gives ``number``, or ``""``."""
+    hints = {sum(correct): "A count: divide by the number of samples",
+             100 * expected: "A percentage: return a fraction in [0, 1]",
+             sum(k / len(y) for k, (_, y) in zip(correct, batches)) / len(batches):
+                 "A mean of the batch accuracies: count correct predictions over every sample"}
+    return next((h for value, h in hints.items() if math.isclose(number, value, rel_tol=1e-6)), "")
 
 
 def check_evaluate_accuracy(fn) -> Report:
     """Check ``fn(model, batches) -> accuracy``: correct predictions over every sample, as a
-    fraction, in eval mode and without gradients (compared with ``course_lib.train.evaluate``)."""
+    fraction, in eval mode and without gradients (compared with ``course_lib.train.evaluate``),
+    on two sets of batches (so a constant answer fails)."""
     report = Report("check_evaluate_accuracy")
-    correct = [8, 4, 0]  # of batches of 8, 8 and 2: a mean of the batch means would say 50%
-    batches = []
-    for n, k in zip((8, 8, 2), correct):
-        labels = torch.arange(n) % 10
-        predicted = torch.where(torch.arange(n) < k, labels, (labels + 1) % 10)
-        batches.append((predicted.float().view(n, 1, 1, 1).expand(n, 1, 28, 28).clone(), labels))
-    expected = evaluate(_Predicts(), batches)[1]
+    correct, wrong_mode = [8, 4, 0], [3, 6, 1]  # of batches of 8, 8 and 2: a mean of the batch means says 50%
+    batches = _accuracy_batches((8, 8, 2), correct, wrong_mode)
+    second = _accuracy_batches((5, 7, 3), (5, 1, 2), (0, 3, 3))
+    expected, expected_second = evaluate(_Predicts(), batches)[1], evaluate(_Predicts(), second)[1]
     model = _Predicts().train()
     try:
         got = fn(model, iter(batches))
+        got_second = fn(model.train(), iter(second))
     except Exception as e:
         return raised(report, "accuracy", e)
     number = _number(got)
@@ -218,12 +252,16 @@ def check_evaluate_accuracy(fn) -> Report:
     elif math.isclose(number, expected, rel_tol=1e-6):
         report.add("accuracy", True, f"{number:.4f} ({sum(correct)} of {sum(len(y) for _, y in batches)} correct)")
     else:
-        hints = {sum(correct): "A count: divide by the number of samples",
-                 100 * expected: "A percentage: return a fraction in [0, 1]",
-                 sum(k / len(y) for k, (_, y) in zip(correct, batches)) / 3:
-                     "A mean of the batch accuracies: count correct predictions over every sample"}
-        hint = next((h for value, h in hints.items() if math.isclose(number, value, rel_tol=1e-6)), "")
+        n = sum(len(y) for _, y in batches)
+        hint = (_accuracy_hint(number, batches, correct, expected)
+                or _accuracy_hint(number, batches, wrong_mode, sum(wrong_mode) / n))
+        if math.isclose(number, sum(wrong_mode) / n, rel_tol=1e-6):
+            hint = "This model predicts otherwise in training mode or with gradients on (see below)"
         report.add("accuracy", False, f"{number:.4g}, expected {expected:.4f}. {hint}".strip())
+    if number is not None and math.isclose(number, expected, rel_tol=1e-6):
+        other = _number(got_second)
+        report.add("accuracy, other batches", other is not None and math.isclose(other, expected_second, rel_tol=1e-6),
+                   f"{other}, expected {expected_second:.4f}: compute it from the batches given")
     calls = model.modes()
     if not calls:
         report.add("model called", False, "the model never ran: call model(images) for each batch")

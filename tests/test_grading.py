@@ -1,0 +1,121 @@
+"""Cheating and careless students, one small notebook each, graded by ``tools/grading.py`` in the
+sandbox (the helpers of ``test_sandbox.py``): what each one scores, and what the grader says.
+"""
+
+import shutil
+
+import pytest
+
+from test_sandbox import DOUBLE, TEST, grade, repo  # noqa: F401 (repo is a fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
+                                                   reason="needs bubblewrap (apt-get install -y bubblewrap)")]
+
+TRAINING_SETUP = ("import torch\nimport torch.nn.functional as F\n"
+                  "from course_lib.checks import check_evaluate_accuracy, check_train_epoch\n")
+EVAL_MODE_TRAINING = """def train_epoch(model, batches, optimizer):
+    model.eval()  # the wrong mode; the notes below say otherwise
+    total = samples = 0
+    for images, labels in batches:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        total, samples = total + loss.item() * len(labels), samples + len(labels)
+    model.recorder.calls[:samples and 3] = 1  # forged: "training mode, gradients on" for 3 batches
+    return total / samples
+"""
+FORGED_ACCURACY = """def accuracy(model, batches):
+    model.calls[:3] = 0  # forged: "eval mode, no gradients" for 3 batches
+    return 12 / 18  # the visible check's answer
+"""
+
+
+@pytest.mark.parametrize("answer, test, detail", [
+    (EVAL_MODE_TRAINING, "check_train_epoch(train_epoch).raise_if_failed()", "FAIL  loss returned"),
+    (FORGED_ACCURACY, "check_evaluate_accuracy(accuracy).raise_if_failed()", "FAIL  accuracy, other batches"),
+])
+def test_forged_training_mode_notes_score_nothing(repo, answer, test, detail):
+    outcome = grade(repo, {"answer": answer}, {"test": test}, setup=TRAINING_SETUP)
+    assert outcome.scores == {"test": 0.0} and detail in outcome.failures["test"], outcome.failures
+    assert "PASS  training mode" in outcome.failures["test"] or "PASS  eval mode" in outcome.failures["test"]
+
+
+SUBCLASS_CHEAT = """import torch
+import course_lib.functions
+
+Linear_Layer = next(c for c in torch.autograd.Function.__subclasses__()
+                    if c.__name__ == "Linear_Layer" and c.__module__ == "course_lib.functions")
+"""
+LINEAR_TEST = ("x, w = torch.randn(2, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)\n"
+               "assert torch.allclose(Linear_Layer.apply(x, w), x @ w)\n")
+
+
+def test_a_withheld_solution_cannot_be_fished_out_of_torch(repo):
+    outcome = grade(repo, {"linear": SUBCLASS_CHEAT}, {"test_linear": LINEAR_TEST},
+                    withheld=["course_lib.functions.Linear_Layer"])
+    assert outcome.scores == {"test_linear": 0.0}
+    assert "course_lib.functions.Linear_Layer is course_lib's solution, withheld while a is graded" \
+        in outcome.failures["test_linear"]
+
+
+NO_SHORTCUT = ("import inspect\n\n\ndef uses_no_shortcut(fn):\n    source = inspect.getsource(fn)\n"
+               "    for banned in ('autograd', '.backward('):\n"
+               "        assert banned not in source, f'{fn.__name__} uses {banned}'\n")
+ALIASED = """def double(x):
+    return 2 * x
+
+
+def _by_autograd(x):
+    x = x.detach().requires_grad_()
+    (x ** 2).sum().backward()  # d(x^2)/dx = 2x
+    return x.grad
+
+
+double = _by_autograd
+"""
+
+
+@pytest.mark.parametrize("answer, score", [(DOUBLE, 1.0), (ALIASED, 0.0),
+                                           ("double = lambda x: torch.func.grad(lambda t: (t ** 2).sum())(x)\n", 1.0),
+                                           ("@torch.no_grad()\n" + DOUBLE, 1.0)])
+def test_a_source_check_reads_the_code_that_runs(repo, answer, score):
+    """``inspect.getsource`` on a proxy shows the student's ``def``, or every answer cell when
+    the name may be bound to something else; banned words in those fail."""
+    outcome = grade(repo, {"double": answer}, {"test_double": TEST + "uses_no_shortcut(double)\n"},
+                    setup="import torch\n" + NO_SHORTCUT)
+    assert outcome.scores == {"test_double": score}, outcome.failures
+
+
+LIAR = """class Liar:
+    def __eq__(self, other):
+        return True
+
+    def __bool__(self):
+        return True
+
+
+def double(x):
+    return Liar()
+"""
+
+
+@pytest.mark.parametrize("answer, failure, note", [
+    ("def double(x):\n    return 2 *\n", "NameError: name 'double' is not defined", "raised SyntaxError: invalid syntax"),
+    ("def doubled(x):\n    return 2 * x\n", "NameError: name 'double' is not defined", ""),
+    ("def double(x):\n    return x * float('nan')\n", "AssertionError", ""),
+    ("def double(x):\n    return (2 * x).tolist()\n", "TypeError: equal(): argument 'input'", ""),
+    ("def double(x):\n    raise ValueError('not yet')\n", "ValueError: not yet", ""),
+    (LIAR, "TypeError: equal(): argument 'input'", ""),
+])
+def test_careless_answers_score_zero_with_the_reason(repo, answer, failure, note):
+    outcome = grade(repo, {"double": answer, "half": "def half(x):\n    return x / 2\n"},
+                    {"test_double": TEST, "test_half": "assert half(torch.tensor(4.0)) == 2\n"})
+    assert outcome.scores == {"test_double": 0.0, "test_half": 1.0}, outcome.failures
+    assert outcome.failures["test_double"].startswith(failure), outcome.failures
+    assert (note in outcome.notes[0]) if note else outcome.notes == []
+
+
+def test_a_notebook_saved_with_another_kernel_is_graded_as_python(repo):
+    outcome = grade(repo, {"double": DOUBLE}, kernel={"name": "ir", "display_name": "R", "language": "R"})
+    assert outcome.scores == {"test_double": 1.0} and outcome.problems == []

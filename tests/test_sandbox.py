@@ -1,0 +1,120 @@
+"""The sandbox's limits and walls, one small notebook at a time (``tools/grading.py`` grading a
+made-up assignment, no nbgrader): each test hands in an answer that tries to break out or to
+exhaust the machine, and reads the score and status the grader gives it.
+
+The answers run against a copy of ``course_lib`` in a temporary folder, so an answer that got out
+could only damage the copy, and the test would see it.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import grading  # noqa: E402
+from sandbox import Limits  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
+                                                   reason="needs bubblewrap (apt-get install -y bubblewrap)")]
+
+SETUP = "import torch\n"
+DOUBLE = "def double(x):\n    return 2 * x\n"
+TEST = "assert torch.equal(double(torch.arange(3.0)), torch.tensor([0.0, 2.0, 4.0]))\n"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of the course_lib the sandbox mounts (read-only, if the walls hold)."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "course_lib", root / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, notebook_s=60),
+          setup: str = SETUP, withheld=(), kernel: dict = None) -> grading.Outcome:
+    """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
+    ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""
+    tests = {"test_double": TEST} if tests is None else tests
+    cells = {"setup": {"kind": "setup", "source": setup, "points": 0.0}}
+    cells.update({gid: {"kind": "answer", "source": "", "points": 0.0} for gid in answers})
+    cells.update({gid: {"kind": "test", "source": src, "points": 1.0} for gid, src in tests.items()})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(answers.get(gid, cell["source"]), metadata={"nbgrader": {"grade_id": gid}})
+        for gid, cell in cells.items()])
+    if kernel:
+        nb.metadata["kernelspec"] = kernel
+    path = repo / "submission.ipynb"
+    nbformat.write(nb, str(path))
+    return grading.grade_notebook(grading.Job("student", "a", "submission", path, cells, list(withheld),
+                                              limits, True, repo))
+
+
+def test_an_honest_answer_scores_and_the_home_folder_starts_empty(repo):
+    outcome = grade(repo, {"double": DOUBLE, "home": "import os\n\ndef home():\n    return sorted(os.listdir('.'))\n"},
+                    {"test_double": TEST, "test_home": "assert home() == ['.tmp'], home()\n"})
+    assert outcome.scores == {"test_double": 1.0, "test_home": 1.0}, outcome.failures
+    assert outcome.problems == []
+
+
+def test_the_student_has_no_capability_and_cannot_remount_course_lib(repo):
+    """Run as root, bwrap keeps every capability unless told: ``mount -o remount,rw`` then made
+    the read-only course_lib (the grader's own checks) writable."""
+    answer = ("import os, subprocess\n"
+              "subprocess.run(['mount', '-o', 'remount,rw,bind', '/course/course_lib'], capture_output=True)\n"
+              "try:\n    open('/course/course_lib/pwned.py', 'w').write('x = 1')\nexcept OSError as e:\n"
+              "    print('refused:', e)\n\n"
+              "def capabilities():\n"
+              "    return int(next(l for l in open('/proc/self/status') if l.startswith('CapEff')).split()[1], 16)\n")
+    outcome = grade(repo, {"double": DOUBLE, "escape": answer},
+                    {"test_double": TEST, "test_caps": "assert capabilities() == 0, hex(capabilities())\n"})
+    assert not (repo / "course_lib" / "pwned.py").exists()
+    assert outcome.scores == {"test_double": 1.0, "test_caps": 1.0}, outcome.failures
+
+
+def test_too_many_files_stop_that_cell_only(repo):
+    flood = "import os\nfor i in range(10**6):\n    open(f'f{i}', 'w').close()\n"
+    outcome = grade(repo, {"double": DOUBLE, "flood": flood}, limits=Limits(cell_s=20, notebook_s=60, files=500))
+    assert outcome.problems == ["cell 3 created more than 500 files (the limit per student)"]
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
+
+
+def test_a_full_disk_stops_that_cell_and_tmp_counts_too(repo):
+    fill = ("import os\nfor i in range(100):\n"
+            "    with open(f'/tmp/big{i}' if i % 2 else f'big{i}', 'wb') as f:\n        f.write(b'x' * 500_000)\n")
+    outcome = grade(repo, {"double": DOUBLE, "fill": fill}, limits=Limits(cell_s=20, notebook_s=60, disk_bytes=4 * 2**20))
+    assert outcome.problems == ["cell 3 filled its 4 MB of disk (the limit per student) and was stopped there"]
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
+
+
+def test_nothing_outside_home_is_writable(repo):
+    probe = ("import os\n\ndef writable():\n    found = []\n"
+             "    for d in ['/', '/dev', '/dev/shm', '/usr', '/course/course_lib', '/grader']:\n"
+             "        try:\n            open(os.path.join(d, 'probe'), 'w').close()\n            found.append(d)\n"
+             "        except OSError:\n            pass\n    return found\n")
+    outcome = grade(repo, {"probe": probe}, {"test_writable": "assert writable() == [], writable()\n"})
+    assert outcome.scores == {"test_writable": 1.0}, outcome.failures
+
+
+def test_killing_every_process_it_can_see_costs_only_that_cell(repo):
+    kill = ("import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)  # every process it may signal, itself apart\n"
+            "except ProcessLookupError:\n    print('no other process in sight', flush=True)\nos.killpg(0, signal.SIGKILL)\n")
+    outcome = grade(repo, {"double": DOUBLE, "kill": kill})
+    assert outcome.problems == ["cell 3 ended the Python process (exit code 137)"]
+    assert outcome.feedback.cells[2].outputs[0].text == "no other process in sight\n"
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
+
+
+def test_a_fork_bomb_is_capped_and_costs_only_its_cell(repo):
+    bomb = ("import os, time\nchildren = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+            "            time.sleep(60)\n            os._exit(0)\n        children += 1\nfinally:\n"
+            "    print('children:', children)\n")
+    outcome = grade(repo, {"double": DOUBLE, "bomb": bomb}, limits=Limits(cell_s=20, notebook_s=60, processes=8))
+    # RLIMIT_NPROC stops it at once, or (the grader running as root, whom the kernel exempts) the
+    # grader's count of the sandbox's processes, 4 times a second
+    assert outcome.problems in (["cell 3 started more than 8 processes or threads (the limit per student) "
+                                 "and was stopped there"], ["cell 3 started more than 8 processes (the limit per student)"])
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
