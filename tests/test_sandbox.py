@@ -118,3 +118,24 @@ def test_a_fork_bomb_is_capped_and_costs_only_its_cell(repo):
     assert outcome.problems in (["cell 3 started more than 8 processes or threads (the limit per student) "
                                  "and was stopped there"], ["cell 3 started more than 8 processes (the limit per student)"])
     assert outcome.scores == {"test_double": 1.0}, outcome.failures
+
+
+def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
+    # A checkout (and its .venv) under /tmp: the environment's mount point must not clash with
+    # the sandbox's own /tmp (bwrap failed with "Can't make symlink at /tmp: File exists").
+    import subprocess
+    import tempfile
+
+    import sandbox
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        env, work = Path(folder) / "env", Path(folder) / "work"
+        env.mkdir(), work.mkdir()
+        (env / "marker").write_text("mounted\n")
+        (work / "program.pt").touch()
+        monkeypatch.setattr(sys, "prefix", str(env))
+        argv = ["/bin/sh", "-c", f"cat {env}/marker; echo x > /tmp/new && ls {sandbox.HOME}/.tmp"]
+        done = subprocess.run(sandbox.bwrap_command(work, REPO, argv, Limits()),
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["mounted", "new", Path(folder).name]  # /tmp is in the home folder

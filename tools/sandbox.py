@@ -117,12 +117,15 @@ def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list, limits: Li
             cmd += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             cmd += ["--ro-bind", top, top]
+    # /tmp is a relative link into the home folder, made before the environment is mounted: an
+    # environment that lives under /tmp (a checkout in /tmp) then gets its mount point in there.
+    cmd += ["--size", str(limits.disk_bytes), "--tmpfs", HOME, "--dir", f"{HOME}/.tmp",
+            "--symlink", f"{HOME.lstrip('/')}/.tmp", "/tmp"]
     for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
         cmd += ["--ro-bind", path, path]
     cmd += ["--ro-bind", str(course_lib_parent / "course_lib"), "/course/course_lib",
             "--ro-bind", str(HARNESS), "/grader/harness.py", "--ro-bind", str(workdir / "program.pt"), PROGRAM,
-            "--size", str(limits.disk_bytes), "--tmpfs", HOME, "--dir", f"{HOME}/.tmp",
-            "--symlink", f"{HOME}/.tmp", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", HOME]
+            "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", HOME]
     for key, value in sandbox_env().items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"] + argv
