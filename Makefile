@@ -42,7 +42,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	COURSE_FAST=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-current-env -p no:cacheprovider $(TEST_ARGS)
+		--nbval-current-env -p no:cacheprovider --durations=10 $(TEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider $(TEST_ARGS)
