@@ -134,8 +134,12 @@ def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
         (env / "marker").write_text("mounted\n")
         (work / "program.pt").touch()
         monkeypatch.setattr(sys, "prefix", str(env))
-        argv = ["/bin/sh", "-c", f"cat {env}/marker; echo x > /tmp/new && ls {sandbox.HOME}/.tmp"]
+        argv = ["/bin/sh", "-c", f"find {sandbox.HOME} -xdev | wc -l; cat {env}/marker; "
+                f"echo x > /tmp/new && ls {sandbox.HOME}/.tmp"]
         done = subprocess.run(sandbox.bwrap_command(work, REPO, argv, Limits()),
                               capture_output=True, text=True)
+        made = sandbox.home_entries()  # what the student's file count leaves out
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["mounted", "new", Path(folder).name]  # /tmp is in the home folder
+    count, *rest = done.stdout.split()
+    assert rest == ["mounted", "new", Path(folder).name]  # /tmp is in the home folder
+    assert int(count) == made > 2  # the home folder, .tmp and the environment's mount points

@@ -121,7 +121,7 @@ def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list, limits: Li
     # environment that lives under /tmp (a checkout in /tmp) then gets its mount point in there.
     cmd += ["--size", str(limits.disk_bytes), "--tmpfs", HOME, "--dir", f"{HOME}/.tmp",
             "--symlink", f"{HOME.lstrip('/')}/.tmp", "/tmp"]
-    for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
+    for path in environment():
         cmd += ["--ro-bind", path, path]
     cmd += ["--ro-bind", str(course_lib_parent / "course_lib"), "/course/course_lib",
             "--ro-bind", str(HARNESS), "/grader/harness.py", "--ro-bind", str(workdir / "program.pt"), PROGRAM,
@@ -129,6 +129,20 @@ def bwrap_command(workdir: Path, course_lib_parent: Path, argv: list, limits: Li
     for key, value in sandbox_env().items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"] + argv
+
+
+def environment() -> list:
+    """The folders of the Python environment the sandbox mounts read-only, at their own paths."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix})
+
+
+def home_entries() -> int:
+    """Files and folders in a fresh sandbox's home: the folder itself, ``.tmp``, and the mount
+    points made in ``.tmp`` for an environment that lives under ``/tmp``."""
+    tmp = Path("/tmp")
+    made = {folder for path in map(Path, environment())
+            for folder in (path, *path.parents) if folder.is_relative_to(tmp) and folder != tmp}
+    return 2 + len(made)
 
 
 def sandbox_env() -> dict:
@@ -201,7 +215,7 @@ class Sandbox:
             return ""
         try:
             fs = os.statvfs(self._root + HOME)
-            files = fs.f_files - fs.f_ffree - 2  # less the folder itself and .tmp
+            files = fs.f_files - fs.f_ffree - home_entries()  # less what the sandbox made there
             processes = sum(name.isdigit() for name in os.listdir(self._root + "/proc")) - 1  # less bwrap's
         except OSError:  # the sandbox has just ended
             return ""
