@@ -18,7 +18,7 @@ from course_lib import analysis, cli
 from course_lib.config import TrainConfig
 from course_lib.datasets import Split
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, read_run_log
+from course_lib.runlog import RUN_LOG, SUMMARY_FIELDS, RunRecord, read_run_log
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +45,16 @@ def test_train_end_to_end_fast_mode(tmp_path, data_dir, capsys, monkeypatch):
     log = read_run_log(tmp_path / "runs")
     assert len(log) == 1
     run = log.iloc[0]
-    assert summary["status"] == run["status"] == "completed"
-    assert summary["dataset"] == "mnist" and summary["epochs"] == 2
-    assert summary["test_acc"] == run["test_acc"] and 0 < summary["test_acc"] <= 1
-    assert summary["samples_per_second"] == run["samples_per_second"] > 0
-    assert summary["wall_seconds"] > 0
+    # the record's own fields, by the record's names, then where the files are
+    assert list(summary) == [*SUMMARY_FIELDS, "runs_dir", "run_log"]
+    assert all(name in RunRecord.columns() for name in SUMMARY_FIELDS)
+    assert {name: summary[name] for name in SUMMARY_FIELDS} == {name: run[name] for name in SUMMARY_FIELDS}
+    assert summary["status"] == "completed" and summary["resolved_dataset"] == "mnist"
+    assert summary["epochs"] == 2 and 0 < summary["test_acc"] <= 1 and summary["wall_seconds"] > 0
+    assert summary["device_used"] == "cpu" and summary["samples_per_second"] > 0
+    assert summary["runs_dir"] == str((tmp_path / "runs").resolve())
     assert summary["run_log"] == str((tmp_path / "runs" / "runs.jsonl").resolve())
-    checkpoint = Path(summary["checkpoint"])
+    checkpoint = Path(summary["runs_dir"]) / summary["checkpoint"]
     assert checkpoint == (tmp_path / "runs" / run["run_id"] / "best.pt").resolve()
     NeuralNet(32).load_state_dict(torch.load(checkpoint, weights_only=True))
     assert run["max_batches"] == 5 and run["num_units"] == 32 and run["batch_size"] == 32
@@ -86,7 +89,7 @@ def test_offline_auto_trains_on_mnist_5k_after_one_warning_line(tmp_path, capsys
     assert code == 0
     warning_lines = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warning_lines) == 1 and "mnist-5k" in warning_lines[0]
-    assert json.loads((tmp_path / "s.json").read_text())["dataset"] == "mnist-5k"
+    assert json.loads((tmp_path / "s.json").read_text())["resolved_dataset"] == "mnist-5k"
     run = read_run_log(tmp_path / "runs").iloc[0]
     assert run["dataset"] == "auto" and run["resolved_dataset"] == "mnist-5k"
 

@@ -1,4 +1,4 @@
-"""``--device auto``: CUDA, then Apple's MPS, then the CPU (course_lib.train.resolve_device).
+"""``--device auto``: CUDA, then Apple's MPS, then the CPU (course_lib.device.resolve_device).
 
 MPS is simulated here (torch.backends.mps.is_available patched): these tests have not run on a Mac.
 """
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_lib import cli
-from course_lib.train import resolve_device
+from course_lib.device import resolve_device
 
 
 @pytest.fixture
