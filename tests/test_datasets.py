@@ -15,8 +15,18 @@ from conftest import DEVICES
 from synthetic import synthetic
 
 from course_lib import datasets
-from course_lib.datasets import (FILES, DatasetFallbackWarning, DatasetUnavailable, RawData, Split, load_data,
-                                 load_raw, shift_images, stratified_split, write_raw)
+from course_lib.datasets import (
+    FILES,
+    DatasetFallbackWarning,
+    DatasetUnavailable,
+    RawData,
+    Split,
+    load_data,
+    load_raw,
+    shift_images,
+    stratified_split,
+    write_raw,
+)
 from course_lib.idx import DataError, read_idx
 
 

@@ -21,9 +21,9 @@ import torch
 from course_lib import distributed
 from course_lib.config import TrainConfig
 from course_lib.datasets import load_data, load_raw, write_raw
+from course_lib.distributed import parallel_hooks
 from course_lib.models import NeuralNet
 from course_lib.runlog import read_run_log
-from course_lib.distributed import parallel_hooks
 from course_lib.train import TrainingDiverged, fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,13 +27,9 @@ The checks live in these modules, all importable from here:
     assignments      the checks of the graded nbgrader assignments
 """
 
-from .assignments import (
-    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
-)
+from .assignments import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch
 from .autograd import FakeCtx
-from .backprop import (
-    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
-)
+from .backprop import check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients
 from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
 from .design import check_design, check_interaction
 from .distributed import check_combine_gradients, check_shard_bounds
