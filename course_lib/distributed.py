@@ -308,9 +308,13 @@ def sum_over_ranks(values, group: Group) -> list:
 
 
 def _collective(op, *args):
+    """``op(*args)``; a communication error (``is_communication_error``) becomes a
+    ``ProcessLost`` naming the ranks; any other error passes through unchanged."""
     try:
         op(*args)
     except RuntimeError as e:
+        if not is_communication_error(e):
+            raise
         raise lost(e) from e
 
 

@@ -293,3 +293,22 @@ def test_reduce_overhead_needs_cuda(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert _train(tmp_path, "--compile-mode", "reduce-overhead") == 2
     assert "reduce-overhead records CUDA graphs and needs a CUDA device" in capsys.readouterr().err
+
+
+def test_train_into_a_file_or_a_pipe_writes_one_line_per_epoch_not_bar_redraws(tmp_path, data_dir):
+    """``make train > log 2>&1``: where nobody watches a bar, the progress is one plain line per
+    epoch (no carriage returns, no terminal escape codes), then the result."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("JPY_PARENT_PID", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib", "train", "--dataset", "mnist", "--data-dir", str(data_dir),
+         "--out-dir", str(tmp_path / "runs"), "--device", "cpu", "--epochs", "3", "--max-batches", "4",
+         "--num-units", "16"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output
+    assert b"\r" not in result.stdout and b"\x1b" not in result.stdout
+    epochs = [line for line in output.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(re.fullmatch(r"epoch \d/3: train_acc [\d.]+  val_loss [\d.]+  val_acc [\d.]+", line)
+               for line in epochs), epochs
+    assert len(output.splitlines()) == 3 + 3 and len(result.stdout) < 1000  # 3 epochs, 3 result lines
