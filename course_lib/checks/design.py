@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .report import Report, raised
+from .report import Report, as_number, raised
 
 
 def _codes(values, column):
@@ -36,7 +36,7 @@ def check_interaction(fn) -> Report:
         label = f"{a} x {b} on {metric}"
         try:
             got = fn(runs.copy(), a, b, metric)
-            got = float(got)
+            got = float(as_number(got))
         except Exception as e:
             raised(report, label, e)
             continue
