@@ -121,9 +121,11 @@ def _train(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted run (its run id, folder or last.pt) with "
                              "its saved settings; the options above are then ignored, except "
                              "--out-dir, where a run id is looked up")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress (else bars on a terminal, one line per epoch into a file or pipe)")
     parser.add_argument("--summary-json", metavar="PATH", default=None,
-                        help="also write the results (test accuracy, paths, speed) to this JSON file")
+                        help="also write the results (test accuracy, checkpoint, speed: the run "
+                             "record's fields, by their names) to this JSON file")
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                         help="under torchrun: how the processes talk (auto: nccl on CUDA, gloo on the CPU)")
     parser.add_argument("--compile", action="store_true",
