@@ -2,6 +2,7 @@
 bugbear, import order): an unused import, an undefined name, a mutable default argument or an
 unsorted import block fails here, with ruff's own report as the message."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -42,3 +43,13 @@ def test_the_rule_set_catches_what_it_is_for(tmp_path):
     assert result.returncode == 1
     for code in ("F401", "F821", "B006", "I001"):  # unused import, undefined name, mutable default, order
         assert f" {code} " in result.stdout, (code, result.stdout)
+
+
+def test_no_test_reads_files_outside_the_repository():
+    """What lies beside a checkout (``../shared``: a machine's data) is for benchmarks only: a test
+    that read it would pass on one machine and skip or fail on another."""
+    outside = re.compile(r"parents\[[2-9]\]|\.\./shared|/ ?[\"']shared[\"']")
+    found = [f"{path.name}:{number}: {line.strip()}"
+             for path in sorted((ROOT / "tests").glob("*.py")) if path.name != Path(__file__).name
+             for number, line in enumerate(path.read_text().splitlines(), 1) if outside.search(line)]
+    assert not found, "tests that reach outside the repository:\n" + "\n".join(found)

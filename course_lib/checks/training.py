@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..models import CustomModel
 from .report import Report, as_number, raised
 
 
@@ -129,8 +130,6 @@ def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
     Two steps run on a ``CustomModel`` beside a reference copy that does ``zero_grad``, forward,
     ``F.mse_loss``, ``backward``, ``step``; the second step catches gradients never zeroed.
     """
-    from ..models import CustomModel  # imported here: the checks sit above the library
-
     report = Report("check_train_step")
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
