@@ -46,10 +46,6 @@ from .models import NeuralNet, initialise_
 from .paths import resolve_out_dir
 from .runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log
 
-__all__ = ["CHECK_EVERY", "EVAL_BATCH_SIZE", "Hooks", "Interrupted", "RunResult", "TrainingDiverged",
-           "Watch", "evaluate", "evaluate_split", "fit", "resolve_device", "shuffled_batches",
-           "train_epoch"]
-
 EVAL_BATCH_SIZE = 4096
 CHECK_EVERY = 20  # fit's default: training steps between two looks at the loss (NaN check, bar)
 WHERE_RUNS_GO = "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable"
