@@ -11,7 +11,9 @@ what a graded test cell wants.
     >>> print(report)
 
 The checks live in these modules, all importable from here:
-    report           Report and compare: the report every check returns, the helpers that fill it
+    report           Report and compare: the report every check returns, the helpers that fill it,
+                     one convention each: raised (an exception), is_stub (an answer not written
+                     yet), as_number (a returned number); lessons keep their own solutions
     autograd         FakeCtx: a Function's forward and backward run by hand, errors in course terms
     linear           a Linear layer's forward and gradients, also when an input needs no gradient
     function         any autograd Function against a reference op, and against finite differences
