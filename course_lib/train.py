@@ -70,17 +70,18 @@ class Interrupted(KeyboardInterrupt):
 # --------------------------------------------------------------------------------------------
 
 
-def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
+def train_epoch(model, batches, optimizer, scheduler=None, watch=None):
     """One pass over ``batches`` of ``(images, labels)``; return ``(loss, accuracy, samples)``.
 
     Loss and accuracy are over every sample seen (sums, not a mean of batch means). They are kept
-    as tensors on the device, so the loop never waits for the device, except every few percent
-    of the epoch, when ``progress`` (a tqdm bar) shows them and a NaN/infinite loss is caught.
+    as tensors on the device, so the loop never waits for the device, except every
+    ``watch.check_every`` steps (``DEFAULT_CHECK_EVERY`` without a ``watch``) and at the end, when
+    a NaN/infinite loss is caught and ``watch.bar`` (if any) shows them.
     """
     model.train()
     loss_sum = correct = 0
     samples = step = shown = 0
-    check_every = max(1, (progress.total or 0) // 20) if progress is not None else 50
+    check_every = watch.check_every if watch is not None else DEFAULT_CHECK_EVERY
     for step, (images, labels) in enumerate(batches, 1):
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
@@ -93,27 +94,27 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
         correct = correct + (logits.detach().argmax(1) == labels).sum()
         samples += len(labels)
         if step % check_every == 0:
-            _report(loss_sum, correct, samples, progress, step - shown)
+            _report(loss_sum, correct, samples, watch, step - shown)
             shown = step
     if samples:
-        loss_sum, correct, samples = _report(loss_sum, correct, samples, progress, step - shown)
+        loss_sum, correct, samples = _report(loss_sum, correct, samples, watch, step - shown)
     return float(loss_sum) / max(samples, 1), float(correct) / max(samples, 1), samples
 
 
-def _report(loss_sum, correct, samples, progress, advance):
+def _report(loss_sum, correct, samples, watch, advance):
     """Stop on a NaN/infinite loss; show the running loss and accuracy (this waits for the device).
-    When ``progress`` is a ``Watch`` with an ``agree`` (several processes training together, see
+    When ``watch`` has an ``agree`` (several processes training together, see
     ``course_lib.distributed``), the sums are first added over every process: then every process
     checks the same numbers at the same step, and all stop together (on a NaN anywhere, or on
     Ctrl-C). Return the sums."""
-    if isinstance(progress, Watch) and progress.agree is not None:
-        loss_sum, correct, samples = progress.agree(loss_sum, correct, samples)
+    if watch is not None and watch.agree is not None:
+        loss_sum, correct, samples = watch.agree(loss_sum, correct, samples)
     loss = float(loss_sum) / samples
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the training loss became {loss}")
-    if progress is not None:
-        progress.set_postfix(loss=f"{loss:.4f}", acc=f"{float(correct) / samples:.4f}", refresh=False)
-        progress.update(advance)
+    if watch is not None and watch.bar is not None:
+        watch.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{float(correct) / samples:.4f}", refresh=False)
+        watch.bar.update(advance)
     return loss_sum, correct, int(samples)
 
 
@@ -138,28 +139,23 @@ def evaluate(model, batches):
 # --------------------------------------------------------------------------------------------
 
 
+DEFAULT_CHECK_EVERY = 50  # train_epoch looks at the loss this often when handed no Watch
+
+
 @dataclass
 class Watch:
-    """What ``fit`` hands ``train_epoch`` as its ``progress``: look at the loss every
-    ``check_every`` steps (stop on a NaN, update ``bar``), the same steps on every process, and
-    add the sums over the processes first with ``agree`` (``None``: this process alone).
+    """How ``train_epoch`` watches an epoch: look at the loss every ``check_every`` steps (stop
+    on a NaN, update ``bar`` when there is one), the same steps on every process, and add the
+    sums over the processes first with ``agree`` (``None``: this process alone)."""
 
-    ``train_epoch`` looks every ``total // 20`` steps of a tqdm bar (lesson 5 prints it as it
-    is), so a ``Watch``'s ``total`` is twenty times its interval."""
-
-    check_every: int
-    bar: tqdm
+    check_every: int = DEFAULT_CHECK_EVERY
+    bar: tqdm | None = None
     agree: Callable | None = None  # (loss_sum, correct, samples) -> the same sums over every process
 
-    @property
-    def total(self) -> int:
-        return 20 * self.check_every
-
-    def set_postfix(self, **values) -> None:
-        self.bar.set_postfix(**values)
-
-    def update(self, steps: int) -> None:
-        self.bar.update(steps)
+    def __post_init__(self):
+        if not (isinstance(self.check_every, int) and not isinstance(self.check_every, bool)
+                and self.check_every > 0):
+            raise ValueError(f"Watch: check_every must be a positive number of steps, got {self.check_every!r}")
 
 
 def shuffled_batches(split: Split, config: TrainConfig, generator: torch.Generator, steps: int):

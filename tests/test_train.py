@@ -26,7 +26,8 @@ from course_lib.datasets import Split, load_data
 from course_lib.files import NotWritable
 from course_lib.models import NeuralNet
 from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord, read_run_log
-from course_lib.train import Hooks, Interrupted, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
+from course_lib.train import (DEFAULT_CHECK_EVERY, Hooks, Interrupted, TrainingDiverged, Watch, evaluate, fit,
+                              resolve_device, train_epoch)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,52 @@ def test_train_epoch_takes_sgd_steps_and_reports_sums():
     assert loss == pytest.approx(sum(losses) / 10, rel=1e-5) and acc == correct / 10
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
+
+
+class _Bar:
+    """A stand-in for a tqdm bar: records every update."""
+
+    def __init__(self):
+        self.updates = []
+
+    def set_postfix(self, **values):
+        pass
+
+    def update(self, steps):
+        self.updates.append(steps)
+
+
+def test_train_epoch_looks_every_check_every_steps_of_its_watch():
+    torch.manual_seed(0)
+    split = Split(torch.randn(14, 1, 28, 28), torch.randint(0, 10, (14,)))
+    bar = _Bar()
+    model = NeuralNet(8)
+    _, _, samples = train_epoch(model, split.batches(2), torch.optim.SGD(model.parameters(), lr=0.1),
+                                watch=Watch(check_every=3, bar=bar))
+    assert samples == 14 and bar.updates == [3, 3, 1]  # steps 3 and 6, then the 7th at the end
+
+
+def test_train_epoch_catches_a_nan_at_the_first_look():
+    split = Split(torch.full((8, 1, 28, 28), float("nan")), torch.zeros(8, dtype=torch.long))
+    seen = []
+
+    class Counting(NeuralNet):
+        def forward(self, x):
+            seen.append(len(x))
+            return super().forward(x)
+
+    model = Counting(8)
+    with pytest.raises(TrainingDiverged, match="nan"):
+        train_epoch(model, split.batches(1), torch.optim.SGD(model.parameters(), lr=0.1),
+                    watch=Watch(check_every=2))
+    assert len(seen) == 2  # stopped at step 2, not at the end of the 8 batches
+
+
+def test_watch_rejects_an_interval_that_is_not_a_positive_count():
+    assert Watch().check_every == DEFAULT_CHECK_EVERY
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"check_every must be a positive number of steps, got {bad!r}"):
+            Watch(check_every=bad)
 
 
 # ---------------------------------------------------------------------------------------------
