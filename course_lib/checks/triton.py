@@ -161,7 +161,10 @@ def check_tile_choice(choose) -> Report:
     loaded; at most ``MAX_WASTE`` of the K-steps on padding; and a reason in words.
     """
     report = Report("check_tile_choice")
-    answer = choose()
+    try:
+        answer = choose()
+    except Exception as error:
+        return _failure(report, "answer", error)
     keys = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
     if not isinstance(answer, dict) or not all(k in answer for k in keys):
         report.add("answer", False, f"expected a dict with keys {keys} and 'why', got {answer!r}")
