@@ -96,7 +96,7 @@ fi
 if [ "$DRY_RUN" = 1 ]; then
     step 06_triton 150 "$PYTHON" benchmarks/triton_bench.py --dry-run
 else
-    step 06_triton 80 "$PYTHON" benchmarks/triton_bench.py --rounds 10
+    step 06_triton 80 "$PYTHON" benchmarks/triton_bench.py --rounds 5
 fi
 
 echo >> "$SUMMARY"
