@@ -140,32 +140,28 @@ def test_bad_shapes_and_tiles_are_named():
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has CUDA")
-def test_without_gpu_or_interpreter_the_error_says_how_to_run():
-    code = ("import torch, course_lib.triton_linear as t\n"
-            "try:\n    t.linear_forward(torch.ones(2, 3), torch.ones(3, 4))\n"
-            "except t.TritonUnavailable as e:\n    print(e)\n")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "no CUDA device here" in done.stdout and "TRITON_INTERPRET=1" in done.stdout
-
-
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
 def test_triton_imported_in_the_other_mode_is_named(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")  # this process imported Triton with the interpreter on
     with pytest.raises(TritonUnavailable, match="imported while TRITON_INTERPRET was set"):
         linear_forward(*tensors(7)[:3])
 
 
-def test_imports_without_triton_and_says_so_when_called():
+@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+def test_imports_without_triton_or_gpu_and_a_launch_says_why_and_how_to_run():
+    """One fresh process: first without Triton, then with it but with neither GPU nor interpreter."""
     code = ("import sys; sys.modules['triton'] = None\n"
             "import torch, course_lib.triton_linear as t, course_lib.checks.triton\n"
-            "try:\n    t.linear_forward(torch.ones(2, 3), torch.ones(3, 4))\n"
-            "except t.TritonUnavailable as e:\n    print(e)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+            "def launch():\n"
+            "    try:\n        t.linear_forward(torch.ones(2, 3), torch.ones(3, 4))\n"
+            "    except t.TritonUnavailable as e:\n        print(e)\n"
+            "launch()\n"
+            "del sys.modules['triton']\n"
+            "launch()\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "needs Triton, which is not installed here" in done.stdout
-    assert tlin.TRITON_PIN in done.stdout
+    without_triton, without_gpu = done.stdout.splitlines()
+    assert "needs Triton, which is not installed here" in without_triton
+    assert tlin.TRITON_PIN in without_triton
+    assert "no CUDA device here" in without_gpu and "TRITON_INTERPRET=1" in without_gpu
