@@ -48,6 +48,6 @@ def test_triton_bench_dry_run_builds_and_checks_every_kernel_on_the_cpu():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "every kernel built, launched and agreed with F.linear" in out
-    for case in ("forward + ReLU, B = 7", "forward + backward, B = 7", "forward 32 x 32, float16"):
+    for case in ("forward + ReLU, B = 7", "forward + backward, B = 7", "forward 32 x 32, float16, B = 32"):
         assert f"| {case} |" in out, case
     assert "target: forward within 1.3x of cuBLAS" in out and "target: fused bias + ReLU" in out
