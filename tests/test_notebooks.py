@@ -16,14 +16,13 @@ import re
 import sys
 from pathlib import Path
 
+# Warm matplotlib's font cache here, at collection time: the first import in a fresh environment
+# logs "Matplotlib is building the font cache" to stderr, which must not land in a notebook output.
+import matplotlib.font_manager  # noqa: E402, F401
 import nbformat
 import pytest
 
 import course_lib
-
-# Warm matplotlib's font cache here, at collection time: the first import in a fresh environment
-# logs "Matplotlib is building the font cache" to stderr, which must not land in a notebook output.
-import matplotlib.font_manager  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
