@@ -13,8 +13,7 @@ checks values and gradients against it) and adds, each in one marked place:
    (and one rounding in a low-precision dtype, as ``F.linear``);
 4. **cheap validation**: the common case is checked in one expression; only when it fails do
    ``functions.check_linear_args``'s detailed checks run to say what is wrong;
-5. **saved only if needed**: ``dL/dX`` needs ``W``, ``dL/dW`` needs ``X``: nothing else is kept;
-6. **no per-call signature binding**: ``linear`` (what ``layers.Linear`` calls) runs an equivalent
+5. **no per-call signature binding**: ``linear`` (what ``layers.Linear`` calls) runs an equivalent
    Function written in the older ``forward(ctx, ...)`` style when no ``torch.func`` transform is
    active. A Function with ``setup_context`` has ``apply`` bind its arguments to ``forward``'s
    signature (``inspect.signature``) on every call, a cost larger than the rest of the layer's
@@ -30,6 +29,15 @@ from .functions import check_linear_args, rows
 
 _transforms_active = torch._C._are_functorch_transforms_active  # a C function: no Python frame
 _autocast_on = torch._C._is_any_autocast_enabled
+
+# The per-call budget, counted rather than timed (tests/test_dispatch_budget.py holds ``linear``
+# to it; benchmarks/linear_vs_torch.py prints it): one forward + backward of ``linear`` against one
+# of ``F.linear`` with the same numbers dispatches no more aten operators, enters at most
+# BUDGET_OWN_CALLS functions of course_lib, and at most BUDGET_EXTRA_CALLS Python functions more
+# in all (PyTorch's own Python for an autograd.Function included).
+BUDGET_EXTRA_ATEN_OPS = 0
+BUDGET_OWN_CALLS = 13
+BUDGET_EXTRA_CALLS = 16
 
 # ----- 4. cheap validation --------------------------------------------------------------------
 
@@ -132,7 +140,7 @@ class FastLinear(torch.autograd.Function):
 
     ``FastLinear.apply(input, weight, bias=None)``: input ``(*, n_in)``, weight ``(n_in, n_out)``,
     bias ``(n_out,)`` or None. Prefer ``fast.linear(input, weight, bias)``: the same Function
-    without the per-call cost of ``apply``'s signature binding (6. above).
+    without the per-call cost of ``apply``'s signature binding (5. above).
     """
 
     generate_vmap_rule = True  # forward and backward are plain torch ops: vmap can batch them
@@ -147,10 +155,11 @@ class FastLinear(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         input, weight, bias = (*inputs, None)[:3]  # apply(input, weight) passes no bias
         needs = ctx.needs_input_grad
-        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)  # 5.
+        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
         low = output.dtype  # 1. differs from an input's dtype only under autocast
-        autocast = input.dtype != low or weight.dtype != low or (bias is not None and bias.dtype != low)
-        ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype) if autocast else None
+        bias_dtype = None if bias is None else bias.dtype
+        autocast = input.dtype != low or weight.dtype != low or bias_dtype not in (None, low)
+        ctx.dtypes = (input.dtype, weight.dtype, bias_dtype) if autocast else None
         ctx.weight_column_major = is_column_major(weight)  # 2.
 
     @staticmethod
@@ -169,7 +178,7 @@ class FastLinear(torch.autograd.Function):
 
 
 class _EagerLinear(torch.autograd.Function):
-    """``FastLinear`` in the ``forward(ctx, ...)`` style: no signature binding (6.), no transforms."""
+    """``FastLinear`` in the ``forward(ctx, ...)`` style: no signature binding (5.), no transforms."""
 
     @staticmethod
     def forward(ctx, input, weight, bias):
@@ -181,7 +190,7 @@ class _EagerLinear(torch.autograd.Function):
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``Y = X W + b`` by ``FastLinear``, at the lowest cost per call (6.)."""
+    """``Y = X W + b`` by ``FastLinear``, at the lowest cost per call (5.)."""
     if _transforms_active():
         return FastLinear.apply(input, weight, bias)
     return _EagerLinear.apply(input, weight, bias)

@@ -159,13 +159,14 @@ class Linear_Layer(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight = inputs[:2]  # dL/dX needs W, dL/dW needs X, dL/db needs neither
-        ctx.save_for_backward(input, weight)
+        input, weight = inputs[:2]
+        needs = ctx.needs_input_grad  # one flag per argument of apply: (input, weight[, bias])
+        # Save only what backward will use: dL/dX needs W, dL/dW needs X, dL/db needs neither.
+        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        # needs_input_grad: one flag per argument of apply, (input, weight[, bias])
         return linear_backward(grad_output, input, weight, ctx.needs_input_grad)
 
 

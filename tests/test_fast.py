@@ -138,7 +138,7 @@ def test_bad_input_messages(case, make, error, phrases, fast_fn):
         assert phrase in message, f"{phrase!r} not in {message!r}"
 
 
-# ----- 5. saved only if needed ------------------------------------------------------------------------
+# ----- saved only if needed, as the plain one ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fast_fn", [f[1] for f in FAST], ids=[f[0] for f in FAST])

@@ -298,6 +298,18 @@ def test_linear_backward_computes_only_what_is_needed(requires, matmuls, sums):
     assert log.names.count("sum") == sums, log.names
 
 
+def test_linear_saves_only_what_backward_needs():
+    x = torch.randn(4, 5)  # data: needs no gradient
+    w = torch.randn(5, 3, requires_grad=True)
+    out = Linear_Layer.apply(x, w, None)
+    saved_input, saved_weight = out.grad_fn.saved_tensors
+    assert saved_weight is None  # dL/dx is not needed, so W is not kept
+    assert torch.equal(saved_input, x)
+    out = Linear_Layer.apply(x.requires_grad_(), w.detach(), None)
+    saved_input, saved_weight = out.grad_fn.saved_tensors
+    assert saved_input is None and saved_weight is not None
+
+
 def test_linear_backward_helper_returns_none_for_unneeded():
     g, x, w = torch.randn(4, 3), torch.randn(4, 5), torch.randn(5, 3)
     gi, gw, gb = linear_backward(g, x, w, (False, True, False))
