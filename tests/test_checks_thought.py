@@ -1,0 +1,118 @@
+"""The checks of the exercises that need thought: right answers pass, each typical mistake fails
+on the line that names it, and a stub reports NOT ATTEMPTED."""
+
+import torch
+from torch import nn
+
+from course_lib.checks import (check_in_place_function, check_registered_parameters, check_shared_layer_grads,
+                               exercise)
+from course_lib.layers import Linear
+
+
+class InPlaceReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return x.clamp_(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_dirty(inputs[0])
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (y,) = ctx.saved_tensors
+        return grad_output * (y > 0)
+
+
+class OutOfPlaceReLU(InPlaceReLU):
+    @staticmethod
+    def forward(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+
+class WrongSlope(InPlaceReLU):
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output.clone()
+
+
+class Stub(InPlaceReLU):
+    @staticmethod
+    def forward(x):
+        raise NotImplementedError("modify x in place")
+
+
+def test_in_place_relu_passes():
+    assert check_in_place_function(InPlaceReLU)
+
+
+def test_out_of_place_fails_only_where_the_input_is_read_again():
+    report = check_in_place_function(OutOfPlaceReLU)
+    assert report.failed_names() == ["in place", "gradient through the input's name"]
+
+
+def test_a_wrong_backward_fails_the_gradient_lines():
+    report = check_in_place_function(WrongSlope)
+    assert report.failed_names() == ["gradient through the output", "gradient through the input's name"]
+
+
+def test_a_stub_is_not_attempted():
+    assert "NOT ATTEMPTED" in str(exercise(check_in_place_function, Stub, solution=InPlaceReLU))
+    assert "NOT ATTEMPTED" in str(exercise(check_shared_layer_grads, lambda x, W, b, G: (_ for _ in ()).throw(
+        NotImplementedError())))
+
+
+def shared_grads(x, W, b, G):
+    H = x @ W + b
+    G_H = G @ W.T
+    return H.T @ G + x.T @ G_H, G.sum(0) + G_H.sum(0)
+
+
+def test_shared_layer_right_answer_passes():
+    assert check_shared_layer_grads(shared_grads)
+
+
+def test_shared_layer_one_use_only_is_named():
+    def second_only(x, W, b, G):
+        return (x @ W + b).T @ G, G.sum(0)
+
+    report = check_shared_layer_grads(second_only)
+    assert report.failed_names() == ["dW", "db"]
+    assert "the second use's share alone" in str(report)
+
+
+def test_shared_layer_wrong_shape_fails():
+    report = check_shared_layer_grads(lambda x, W, b, G: (x.T @ G[:, :3], shared_grads(x, W, b, G)[1]))
+    assert report.failed_names() == ["dW"] and "shape (4, 3), expected (4, 4)" in str(report)
+
+
+class GainLinear(nn.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.linear = Linear(n_in, n_out)
+        self.gain = nn.Parameter(torch.ones(n_out))
+
+    def forward(self, x):
+        return self.linear(x) * self.gain
+
+
+class UnregisteredGain(GainLinear):
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        del self.gain
+        self.gain = torch.ones(n_out, requires_grad=True)
+
+
+def test_registered_gain_passes():
+    assert check_registered_parameters(GainLinear)
+
+
+def test_unregistered_gain_fails_parameters_and_state_dict():
+    report = check_registered_parameters(UnregisteredGain)
+    assert report.failed_names() == ["parameters", "state_dict"]
+    assert "where is the gain?" in str(report)
