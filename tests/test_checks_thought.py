@@ -4,8 +4,8 @@ on the line that names it, and a stub reports NOT ATTEMPTED."""
 import torch
 from torch import nn
 
-from course_lib.checks import (check_in_place_function, check_registered_parameters, check_shared_layer_grads,
-                               exercise)
+from course_lib.checks import (check_in_place_function, check_registered_parameters, check_rms_norm_backward,
+                               check_shared_layer_grads, exercise)
 from course_lib.layers import Linear
 
 
@@ -116,3 +116,29 @@ def test_unregistered_gain_fails_parameters_and_state_dict():
     report = check_registered_parameters(UnregisteredGain)
     assert report.failed_names() == ["parameters", "state_dict"]
     assert "where is the gain?" in str(report)
+
+
+def rms_norm_backward(x, g, G, eps=1e-6):
+    n = x.shape[-1]
+    r = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    dg = (G * x / r).sum(0)
+    Gg = G * g
+    return Gg / r - x * (Gg * x).sum(-1, keepdim=True) / (n * r**3), dg
+
+
+def test_rms_norm_backward_right_answer_passes():
+    assert check_rms_norm_backward(rms_norm_backward)
+
+
+def test_rms_norm_backward_with_r_held_constant_is_named():
+    def constant_r(x, g, G):
+        r = (x.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+        return G * g / r, rms_norm_backward(x, g, G)[1]
+
+    report = check_rms_norm_backward(constant_r)
+    assert report.failed_names() == ["dx"] and "treats r as a constant" in str(report)
+
+
+def test_rms_norm_backward_without_the_batch_sum_fails_dg():
+    report = check_rms_norm_backward(lambda x, g, G: (rms_norm_backward(x, g, G)[0], G * x))
+    assert report.failed_names() == ["dg"]

@@ -26,8 +26,8 @@ The checks live in these modules, all importable from here:
     backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
     modern           lesson 8: a Function in today's style, vmap over parameters
     distributed      combining shards' gradients, each process's share of a batch (lesson 10)
-    thought          bug hunts and derivations: an in-place Function, a layer used twice, a parameter
-                     a module must register (lessons 8 and 10)
+    thought          bug hunts and derivations: an in-place Function, a layer used twice, RMSNorm's
+                     backward, a parameter a module must register (lessons 8, 9 and 10)
     triton           lesson 11: a reduction kernel, an off-by-one mask, tile sizes
     assignments      the checks of the graded nbgrader assignments
 """
@@ -45,7 +45,8 @@ from .linear import check_linear_backward, check_linear_forward, check_linear_ne
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
-from .thought import check_in_place_function, check_registered_parameters, check_shared_layer_grads
+from .thought import (check_in_place_function, check_registered_parameters, check_rms_norm_backward,
+                      check_shared_layer_grads)
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 from .triton import check_grad_bias_kernel, check_row_mask_kernel, check_tile_choice
 
@@ -64,6 +65,7 @@ __all__ = [
     "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
     "check_in_place_function", "check_shared_layer_grads", "check_registered_parameters",
+    "check_rms_norm_backward",
     "check_grad_bias_kernel", "check_row_mask_kernel", "check_tile_choice",
     # the graded assignments
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",

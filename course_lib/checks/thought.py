@@ -1,4 +1,4 @@
-"""Checks for the exercises that need a derivation or a bug hunt (lessons 8 and 10).
+"""Checks for the exercises that need a derivation or a bug hunt (lessons 8, 9 and 10).
 
 Each check compares the student's answer with autograd on fresh float64 inputs and says, in
 words, which part is wrong. None of them names the bug an exercise hides: they report what the
@@ -111,4 +111,26 @@ def check_registered_parameters(cls, seed: int = 0) -> Report:
     return report
 
 
-__all__ = ["check_in_place_function", "check_shared_layer_grads", "check_registered_parameters"]
+
+
+def check_rms_norm_backward(fn, seed: int = 0, eps: float = 1e-6) -> Report:
+    """Check ``fn(x, g, G) -> (dx, dg)``: the gradients of RMSNorm by hand.
+
+    ``Y = X / r * g`` with ``r = sqrt(mean(X^2) + eps)`` over the last dimension of ``X (B, n)``,
+    a gain ``g (n,)`` and ``G = dL/dY (B, n)``; the answer must equal autograd's.
+    """
+    report = Report("check_rms_norm_backward")
+    x, g, G = random_float64((5, 6), (6,), (5, 6), seed=seed)
+    xr, gr = x.clone().requires_grad_(), g.clone().requires_grad_()
+    y = xr / (xr.pow(2).mean(-1, keepdim=True) + eps).sqrt() * gr
+    dx, dg = torch.autograd.grad(y, (xr, gr), G)
+    try:
+        got_dx, got_dg = fn(x.clone(), g.clone(), G.clone())
+    except Exception as e:
+        return raised(report, "dx, dg", e)
+    r = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    if not compare("dx", got_dx, dx, report) and isinstance(got_dx, torch.Tensor) \
+            and got_dx.shape == dx.shape and torch.allclose(got_dx.double(), G * g / r):
+        report.lines[-1].detail += ": that treats r as a constant, but r depends on every x of its row"
+    compare("dg", got_dg, dg, report, hint="g multiplies every row: its gradient sums over the batch")
+    return report
