@@ -4,8 +4,13 @@ on the line that names it, and a stub reports NOT ATTEMPTED."""
 import torch
 from torch import nn
 
-from course_lib.checks import (check_in_place_function, check_registered_parameters, check_rms_norm_backward,
-                               check_shared_layer_grads, exercise)
+from course_lib.checks import (
+    check_in_place_function,
+    check_registered_parameters,
+    check_rms_norm_backward,
+    check_shared_layer_grads,
+    exercise,
+)
 from course_lib.layers import Linear
 
 

@@ -26,8 +26,17 @@ from course_lib.datasets import Split, load_data
 from course_lib.files import NotWritable
 from course_lib.models import NeuralNet
 from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord, read_run_log
-from course_lib.train import (DEFAULT_CHECK_EVERY, Hooks, Interrupted, TrainingDiverged, Watch, evaluate, fit,
-                              resolve_device, train_epoch)
+from course_lib.train import (
+    DEFAULT_CHECK_EVERY,
+    Hooks,
+    Interrupted,
+    TrainingDiverged,
+    Watch,
+    evaluate,
+    fit,
+    resolve_device,
+    train_epoch,
+)
 
 
 @pytest.fixture(scope="module")

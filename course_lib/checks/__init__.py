@@ -45,8 +45,12 @@ from .linear import check_linear_backward, check_linear_forward, check_linear_ne
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
-from .thought import (check_in_place_function, check_registered_parameters, check_rms_norm_backward,
-                      check_shared_layer_grads)
+from .thought import (
+                      check_in_place_function,
+                      check_registered_parameters,
+                      check_rms_norm_backward,
+                      check_shared_layer_grads,
+)
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 from .triton import check_grad_bias_kernel, check_row_mask_kernel, check_tile_choice
 
