@@ -25,6 +25,8 @@ The checks live in these modules, all importable from here:
     modern           lesson 8: a Function in today's style, vmap over parameters
     distributed      combining shards' gradients, each process's share of a batch (lesson 10)
     assignments      the checks of the graded nbgrader assignments
+    student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
+    student_loss     lesson 4's "Your turn" cells: cross-entropy atom by atom, a scalar engine
 """
 
 from .assignments import (
@@ -44,6 +46,10 @@ from .linear import check_linear_backward, check_linear_forward, check_linear_ne
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
+from .student import (
+    check_backward_and_step, check_forward, check_linear_function, check_linear_gradients,
+)
+from .student_loss import check_cross_entropy_atoms, check_scalar_engine
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 
 __all__ = [
@@ -60,6 +66,9 @@ __all__ = [
     "check_modern_function", "check_ensemble",
     "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
+    # the lessons' "Your turn" cells, in reading order
+    "check_forward", "check_linear_gradients", "check_linear_function", "check_backward_and_step",
+    "check_cross_entropy_atoms", "check_scalar_engine",
     # the graded assignments
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]
