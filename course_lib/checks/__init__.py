@@ -27,6 +27,7 @@ The checks live in these modules, all importable from here:
     assignments      the checks of the graded nbgrader assignments
     student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
     student_loss     lesson 4's "Your turn" cells: cross-entropy atom by atom, a scalar engine
+    derivations      lessons 1-3: a standardisation folded into a layer, a jvp, weight decay
 """
 
 from .assignments import (
@@ -37,6 +38,7 @@ from .backprop import (
     check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
 )
 from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
+from .derivations import check_fold_standardization, check_linear_jvp, check_weight_decay_step
 from .design import check_design, check_interaction
 from .distributed import check_combine_gradients, check_shard_bounds
 from .exercise_runner import exercise
@@ -69,6 +71,7 @@ __all__ = [
     # the lessons' "Your turn" cells, in reading order
     "check_forward", "check_linear_gradients", "check_linear_function", "check_backward_and_step",
     "check_cross_entropy_atoms", "check_scalar_engine",
+    "check_fold_standardization", "check_linear_jvp", "check_weight_decay_step",
     # the graded assignments
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]
