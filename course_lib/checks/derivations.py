@@ -56,7 +56,8 @@ def check_linear_jvp(fn, seed: int = 0) -> Report:
     for wrong, words in [(dx @ w + db, "the term from dw, x dW, is missing"),
                          (x @ dw + db, "the term from dx, dX W, is missing"),
                          (dx @ w + x @ dw, "the bias's change db is missing"),
-                         (dx @ dw + db, "dX dW is second order: the jvp keeps only first-order terms")]:
+                         (dx @ w + x @ dw + dx @ dw + db, "dX dW is second order: the jvp keeps "
+                          "only first-order terms")]:
         if _close(got, wrong):
             hint = f"It looks like {words}: Y is a product of two moving factors (product rule)."
     compare("dY", got, expected, report, hint=hint)

@@ -161,9 +161,10 @@ def check_linear_function(cls, seed: int = 0) -> Report:
     for line in report.lines:
         if not line.passed and "NotImplementedError" in line.detail:
             line.detail = STUB
-    no_bias = "apply(x, w) passes two inputs: give the bias a default of None, unpack accordingly"
+    no_bias = ("apply(x, w) gives no bias: b is None then (give it that default), and "
+               "ctx.needs_input_grad has two flags")
     _explain_more(report, {"expected 3, got 2": no_bias, "missing 1 required positional": no_bias,
-                           "missing a required argument": no_bias})
+                           "missing a required argument": no_bias, "'NoneType'": no_bias})
     return finish(report)
 
 
@@ -200,8 +201,10 @@ def check_backward_and_step(fn, lr: float = 0.1, seed: int = 0) -> Report:
     F.mse_loss(ref, target).backward()
     expected = {n: p.grad for n, p in torch_params.items()}
     ok, got = attempt(report, "backward and step", fn, linears, grad_output, params, lr)
+    unpack = "Unpack each backward as (grad_input, grad_weight, grad_bias)."
     _explain_more(report, {"grad_output must have the output's shape": "start with the last "
-                           "layer: each backward takes the gradient of its own output"})
+                           "layer: each backward takes the gradient of its own output",
+                           "doesn't match the broadcast shape": unpack})
     if not ok:
         return finish(report)
     if not isinstance(got, dict):
@@ -209,7 +212,7 @@ def check_backward_and_step(fn, lr: float = 0.1, seed: int = 0) -> Report:
         return report
     for name in initial:
         compare(f"dL/d{name}", got.get(name), expected[name], report,
-                hint="Unpack each backward as (grad_input, grad_weight, grad_bias).")
+                hint=unpack)
     after = {n: p.detach() for n, p in params.items()}
     for line in check_sgd_step(initial, after, expected, lr).lines:
         report.add(f"{line.name} after the step", line.passed, line.detail)

@@ -165,12 +165,16 @@ def check_scalar_engine(cls) -> Report:
     report = Report(f"check_scalar_engine({getattr(cls, '__name__', 'cls')})")
     for name, values, expression in _expressions():
         _one_expression(report, cls, name, values, expression)
-    failed = {line.name.split(":")[0] for line in report.lines if not line.passed}
-    single = {n for n, *_ in _expressions()[:5]}
-    if failed and not failed & single and "a * a + a (a used three times)" in failed:
-        report.add("diagnosis", False, "each operation is right alone, but a value used several "
-                   "times gets only one of its gradients: add them up (+=), never overwrite")
-    elif failed and not failed & single:
-        report.add("diagnosis", False, "each operation is right alone, but a deeper graph goes "
-                   "wrong: does backward visit a node only after every node that uses it?")
+    failed = {line.name.removesuffix(": value").removesuffix(": gradients of the leaves")
+              for line in report.lines if not line.passed}
+    names = [n for n, *_ in _expressions()]
+    single, reuse, neuron = set(names[:5]), names[5], names[6]
+    if failed and not failed & single:
+        if neuron in failed or reuse not in failed:
+            words = ("each operation is right alone, but a deeper graph goes wrong: does backward "
+                     "visit a value only after every value computed from it (a topological order)?")
+        else:
+            words = ("each operation is right alone, but a value used several times gets only one "
+                     "of its gradients: add them up (+=), never overwrite")
+        report.add("diagnosis", False, words)
     return finish(report)
