@@ -48,9 +48,7 @@ from .linear import check_linear_backward, check_linear_forward, check_linear_ne
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
-from .student import (
-    check_backward_and_step, check_forward, check_linear_function, check_linear_gradients,
-)
+from .student import check_backward_and_step, check_forward, check_linear_function, check_linear_gradients
 from .student_loss import check_cross_entropy_atoms, check_scalar_engine
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 

@@ -73,7 +73,7 @@ def check_forward(fn, seed: int = 0) -> Report:
     or ``None``; a bias missing from the output or a transposed weight is named."""
     report = check_linear_forward(fn, seed)
     report.title = "check_forward"
-    for line, (case, x, w, b) in zip(report.lines, _linear_cases(seed)):
+    for line, (_, x, w, b) in zip(report.lines, _linear_cases(seed)):
         if line.passed:
             continue
         if "NotImplementedError" in line.detail:
