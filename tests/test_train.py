@@ -20,8 +20,9 @@ from synthetic import mnist_data_dir
 from course_lib import train as train_module
 from course_lib.config import TrainConfig
 from course_lib.datasets import Split, load_data
+from course_lib.files import NotWritable
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, EpochRecord, NotWritable, RunRecord, read_run_log
+from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord, read_run_log
 from course_lib.train import Hooks, Interrupted, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
 
 

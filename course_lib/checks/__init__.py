@@ -11,7 +11,9 @@ what a graded test cell wants.
     >>> print(report)
 
 The checks live in these modules, all importable from here:
-    report           Report and compare: the report every check returns, the helpers that fill it
+    report           Report and compare: the report every check returns, the helpers that fill it,
+                     one convention each: raised (an exception), is_stub (an answer not written
+                     yet), as_number (a returned number); lessons keep their own solutions
     autograd         FakeCtx: a Function's forward and backward run by hand, errors in course terms
     linear           a Linear layer's forward and gradients, also when an input needs no gradient
     function         any autograd Function against a reference op, and against finite differences
@@ -30,13 +32,9 @@ The checks live in these modules, all importable from here:
     derivations      lessons 1-3: a standardisation folded into a layer, a jvp, weight decay
 """
 
-from .assignments import (
-    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
-)
+from .assignments import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch
 from .autograd import FakeCtx
-from .backprop import (
-    check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients,
-)
+from .backprop import check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients
 from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
 from .derivations import check_fold_standardization, check_linear_jvp, check_weight_decay_step
 from .design import check_design, check_interaction
