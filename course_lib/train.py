@@ -319,9 +319,14 @@ class _Display:
 
 
 def _watched(stream) -> bool:
-    """Whether bars drawn on ``stream`` are seen as bars: a terminal, or a Jupyter kernel's output."""
+    """Whether bars drawn on ``stream`` are seen as bars: a terminal, or a Jupyter kernel's output
+    (where ``tqdm.auto`` draws a widget; found as ``tqdm.autonotebook`` finds it)."""
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    if isatty is not None and isatty():
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 @dataclass

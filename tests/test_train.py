@@ -6,8 +6,11 @@ directory, so the whole path (files -> fit -> checkpoints -> run log) runs witho
 """
 
 import dataclasses
+import io
 import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -379,3 +382,17 @@ def test_an_unwritable_runs_folder_is_found_before_any_training(config, tmp_path
     assert blocker.read_text() == "a file where the runs folder should go"
 
 
+
+
+def test_progress_is_bars_on_a_terminal_and_one_line_per_epoch_elsewhere(config, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, bars in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        fit(dataclasses.replace(config, epochs=2, max_batches=2), progress=True)
+        text = stream.getvalue()
+        assert ("\r" in text) is bars, text
+        lines = re.findall(r"^epoch (\d)/2: train_acc [\d.]+  val_loss [\d.]+  val_acc [\d.]+$", text, re.M)
+        assert lines == ([] if bars else ["1", "2"]), text

@@ -26,6 +26,7 @@ The checks live in these modules, all importable from here:
     backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
     modern           lesson 8: a Function in today's style, vmap over parameters
     distributed      combining shards' gradients, each process's share of a batch (lesson 10)
+    triton           lesson 11: a reduction kernel, an off-by-one mask, tile sizes
     assignments      the checks of the graded nbgrader assignments
     student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
     student_loss     lesson 4's "Your turn" cells: cross-entropy atom by atom, a scalar engine
@@ -49,6 +50,7 @@ from .report import TOLERANCE, Line, Report, compare
 from .student import check_backward_and_step, check_forward, check_linear_function, check_linear_gradients
 from .student_loss import check_cross_entropy_atoms, check_scalar_engine
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
+from .triton import check_grad_bias_kernel, check_row_mask_kernel, check_tile_choice
 
 __all__ = [
     "TOLERANCE", "FakeCtx", "Line", "Report", "compare", "exercise",
@@ -64,6 +66,7 @@ __all__ = [
     "check_modern_function", "check_ensemble",
     "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
+    "check_grad_bias_kernel", "check_row_mask_kernel", "check_tile_choice",
     # the lessons' "Your turn" cells, in reading order
     "check_forward", "check_linear_gradients", "check_linear_function", "check_backward_and_step",
     "check_cross_entropy_atoms", "check_scalar_engine",
