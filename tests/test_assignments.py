@@ -116,16 +116,16 @@ MISTAKES = {
                        r"FAIL grad_bias \(batch of 4\) shape \(3,\), largest error [\d.]+ at index"),
     "no_batch_sum": (replaced(("grad_output.sum(0) if bias", "grad_output if bias")),
                      r"FAIL grad_bias \(batch of 4\) shape \(4, 3\), expected \(3,\) \(not summed over the batch\?\)"),
-    "swapped_needs": (replaced(("grad_input = grad_output @ weight.t()",
-                                "grad_input = grad_output @ weight.t() if ctx.needs_input_grad[1] else None"),
-                               ("grad_weight = input.t() @ grad_output",
-                                "grad_weight = input.t() @ grad_output if ctx.needs_input_grad[0] else None")),
+    "swapped_needs": (replaced(("grad_input = grad_output @ weight",
+                                "grad_input = grad_output @ weight if ctx.needs_input_grad[1] else None"),
+                               ("grad_weight = grad_output.t() @ input",
+                                "grad_weight = grad_output.t() @ input if ctx.needs_input_grad[0] else None")),
                       r"FAIL grad_weight \(input needs no gradient\) returned None, but "
                       r"ctx.needs_input_grad\[1\] is True: this gradient is needed \(needs_input_grad indices swapped\?\)"),
     "needs_index_2": (replaced(("grad_output.sum(0) if bias is not None", "grad_output.sum(0) if ctx.needs_input_grad[2]")),
                       r"FAIL backward \(no bias\) raised IndexError: tuple index out of range \(ctx.needs_input_grad "
                       r"has one flag per argument given to apply: apply\(x, w\) gives two\)"),
-    "reads_global": (replaced(("grad_weight = input.t() @ grad_output", "grad_weight = x.t() @ grad_output")),
+    "reads_global": (replaced(("grad_weight = grad_output.t() @ input", "grad_weight = grad_output.t() @ x")),
                      r"FAIL backward \(batch of 4\) raised NameError: name 'x' is not defined"),
     "no_save": (replaced(("ctx.save_for_backward(input, weight, bias)", "ctx.has_bias = bias is not None")),
                 r"FAIL backward \(batch of 4\) raised RuntimeError: ctx.saved_tensors is empty: "
@@ -251,8 +251,8 @@ def graded(course, released):
     pasted.cells.insert(2, nbformat.v4.new_code_cell(stub_cell.source, metadata=stub_cell.metadata))
     hand_in(course, "pasted_cell", A1, pasted)
     hand_in(course, "wraps_training", A4, with_answer(course, A4, {
-        "accuracy": "def accuracy(model, batches):\n    return evaluate(model, batches)[1]\n",
-        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer):\n"
+        "accuracy": "def top_k_accuracy(model, batches, k):\n    return evaluate(model, batches)[1]\n",
+        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer, accumulate):\n"
                        "    return course_lib.train.train_epoch(model, batches, optimizer)[0]\n"}))
 
     target = course / "submitted" / "{}" / A1 / f"{A1}.ipynb"
