@@ -173,23 +173,27 @@ def check_train_epoch(fn, seed: int = 0, lr: float = 0.05) -> Report:
                    else "the model ran in eval mode: call model.train() first")
     report.add("batches", len(modes) == len(batches), f"the model ran {len(modes)} times for "
                f"{len(batches)} batches" + ("" if len(modes) == len(batches) else ": once per batch"))
-    _loss_line(report, loss, ref_loss, sum(len(y) for _, y in batches))
     params = [(name, p) for name, p in model.named_parameters()]
-    if all(torch.equal(p.detach(), initial[name]) for name, p in params):
+    if all(torch.equal(p.detach(), initial[name]) for name, p in params):  # say so before the loss
         report.add("parameters", False, "unchanged: call optimizer.step() after loss.backward() for each batch")
+        _loss_line(report, loss, ref_loss, sum(len(y) for _, y in batches), trained=False)
         return report
+    _loss_line(report, loss, ref_loss, sum(len(y) for _, y in batches))
     hint = "Per batch: optimizer.zero_grad(), forward, F.cross_entropy, loss.backward(), optimizer.step()."
     for (name, got), expected in zip(params, reference.parameters()):
         compare(name, got, expected, report, hint=hint)
     return report
 
 
-def _loss_line(report: Report, loss, ref_loss: float, n_samples: int) -> None:
+def _loss_line(report: Report, loss, ref_loss: float, n_samples: int, trained: bool = True) -> None:
     number = _number(loss)
     if number is None:
         report.add("loss returned", False, f"returned {type(loss).__name__}, expected the mean loss as a number")
     elif math.isclose(number, ref_loss, rel_tol=1e-4):
         report.add("loss returned", True, f"{number:.5g}, the mean over all {n_samples} samples")
+    elif not trained:
+        report.add("loss returned", False, f"{number:.5g}, expected {ref_loss:.5g}: the model never trained "
+                   "(see parameters), so every batch after the first saw other weights than expected")
     else:
         report.add("loss returned", False, f"{number:.5g}, expected {ref_loss:.5g}: the cross-entropy averaged "
                    "over every sample (weight each batch's mean loss by its size)")
