@@ -1,4 +1,4 @@
-"""Cheating and careless students, one small notebook each, graded by ``tools/grading.py`` in the
+"""Cheating and careless students, one small notebook each, graded by ``grader.grading`` in the
 sandbox (the helpers of ``test_sandbox.py``): what each one scores, and what the grader says.
 """
 

@@ -1,4 +1,4 @@
-"""The sandbox's limits and walls, one small notebook at a time (``tools/grading.py`` grading a
+"""The sandbox's limits and walls, one small notebook at a time (``grader.grading`` grading a
 made-up assignment, no nbgrader): each test hands in an answer that tries to break out or to
 exhaust the machine, and reads the score and status the grader gives it.
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader import grading, sandbox
+from grader.sandbox import Limits
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import grading  # noqa: E402
-from sandbox import Limits  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]
@@ -34,8 +34,8 @@ def repo(tmp_path_factory):
     return root
 
 
-def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, notebook_s=60),
-          setup: str = SETUP, withheld=(), kernel: dict = None) -> grading.Outcome:
+def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, call_s=20, notebook_s=60),
+          setup: str = SETUP, withheld=(), kernel: dict = None, autograd: bool = True) -> grading.Outcome:
     """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
     ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""
     tests = {"test_double": TEST} if tests is None else tests
@@ -47,10 +47,9 @@ def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits
         for gid, cell in cells.items()])
     if kernel:
         nb.metadata["kernelspec"] = kernel
-    path = repo / "submission.ipynb"
-    nbformat.write(nb, str(path))
-    return grading.grade_notebook(grading.Job("student", "a", "submission", path, cells, list(withheld),
-                                              limits, True, repo))
+    nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as the grader reads a file
+    return grading.grade_notebook(grading.Job("student", "a", "submission", nb, cells, list(withheld),
+                                              limits, True, repo, autograd))
 
 
 def test_an_honest_answer_scores_and_the_home_folder_starts_empty(repo):
@@ -77,7 +76,7 @@ def test_the_student_has_no_capability_and_cannot_remount_course_lib(repo):
 
 def test_too_many_files_stop_that_cell_only(repo):
     flood = "import os\nfor i in range(10**6):\n    open(f'f{i}', 'w').close()\n"
-    outcome = grade(repo, {"double": DOUBLE, "flood": flood}, limits=Limits(cell_s=20, notebook_s=60, files=500))
+    outcome = grade(repo, {"double": DOUBLE, "flood": flood}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, files=500))
     assert outcome.problems == ["cell 3 created more than 500 files (the limit per student)"]
     assert outcome.scores == {"test_double": 1.0}, outcome.failures
 
@@ -85,7 +84,7 @@ def test_too_many_files_stop_that_cell_only(repo):
 def test_a_full_disk_stops_that_cell_and_tmp_counts_too(repo):
     fill = ("import os\nfor i in range(100):\n"
             "    with open(f'/tmp/big{i}' if i % 2 else f'big{i}', 'wb') as f:\n        f.write(b'x' * 500_000)\n")
-    outcome = grade(repo, {"double": DOUBLE, "fill": fill}, limits=Limits(cell_s=20, notebook_s=60, disk_bytes=4 * 2**20))
+    outcome = grade(repo, {"double": DOUBLE, "fill": fill}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, disk_bytes=4 * 2**20))
     assert outcome.problems == ["cell 3 filled its 4 MB of disk (the limit per student) and was stopped there"]
     assert outcome.scores == {"test_double": 1.0}, outcome.failures
 
@@ -112,7 +111,7 @@ def test_a_fork_bomb_is_capped_and_costs_only_its_cell(repo):
     bomb = ("import os, time\nchildren = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
             "            time.sleep(60)\n            os._exit(0)\n        children += 1\nfinally:\n"
             "    print('children:', children)\n")
-    outcome = grade(repo, {"double": DOUBLE, "bomb": bomb}, limits=Limits(cell_s=20, notebook_s=60, processes=8))
+    outcome = grade(repo, {"double": DOUBLE, "bomb": bomb}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, processes=8))
     # RLIMIT_NPROC stops it at once, or (the grader running as root, whom the kernel exempts) the
     # grader's count of the sandbox's processes, 4 times a second
     assert outcome.problems in (["cell 3 started more than 8 processes or threads (the limit per student) "
@@ -125,8 +124,6 @@ def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
     # the sandbox's own /tmp (bwrap failed with "Can't make symlink at /tmp: File exists").
     import subprocess
     import tempfile
-
-    import sandbox
 
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         env, work = Path(folder) / "env", Path(folder) / "work"
