@@ -1,7 +1,11 @@
-"""Checks for the graded assignments in ``assignments/source/``.
+"""Checks for the graded assignments in ``assignments/source/`` (and lesson 5's exercises).
 
 Hidden tests draw new shapes and values from a seed (so hard-coded answers fail), and a network's
-gradients are checked by name.
+gradients are checked by name. The grader owns every input it judges: a check hands the
+student's code copies and computes its reference from its own snapshot taken before the call,
+so what the code does to its arguments (zeroing them, stepping weights inside a backward) cannot
+move the target; a check of an in-place update looks at exactly what should change, and at
+what should not.
 """
 
 import copy
