@@ -109,8 +109,10 @@ def disable_autograd(assignment: str) -> None:
     ``torch.func``'s transforms, and the engine object itself."""
     text = f"autograd is off while {assignment} is graded: compute the gradients by hand"
 
-    def refuse(*args, **kwargs):
-        raise RuntimeError(text)
+    def refusal():  # a new function each time: torch.compile's tables refuse one object under two names
+        def refuse(*args, **kwargs):
+            raise RuntimeError(text)
+        return refuse
 
     class Engine:
         def __getattr__(self, name):
@@ -120,17 +122,15 @@ def disable_autograd(assignment: str) -> None:
     import torch.autograd.graph
     import torch.autograd.variable
     import torch.func
-    torch.Tensor.backward = refuse
-    torch.autograd.grad = torch.autograd.backward = refuse
+    torch.Tensor.backward = refusal()
+    torch.autograd.grad, torch.autograd.backward = refusal(), refusal()
     for name in ("vjp", "jvp", "jacobian", "hessian", "vhp", "hvp"):
-        setattr(torch.autograd.functional, name, refuse)
+        setattr(torch.autograd.functional, name, refusal())
     for name in ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "linearize"):
-        setattr(torch.func, name, refuse)
-        if hasattr(torch, "_functorch") and hasattr(torch._functorch, "eager_transforms"):
-            setattr(torch._functorch.eager_transforms, name, refuse)
+        setattr(torch.func, name, refusal())
     torch.autograd.variable.Variable._execution_engine = Engine()
-    torch.autograd.graph._engine_run_backward = refuse
-    torch._C._ImperativeEngine = refuse
+    torch.autograd.graph._engine_run_backward = refusal()
+    torch._C._ImperativeEngine = refusal()
 
 
 def redirect_output(fd: int) -> None:

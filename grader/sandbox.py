@@ -14,7 +14,7 @@ Time is CPU time: a cell, and each call of the student's code from a test, may u
 ``call_s`` seconds of CPU summed over every process in the sandbox (read from its ``/proc``), so
 a loaded machine or a busy neighbour does not change a grade; a wall-clock backstop of
 ``WALL_FACTOR`` times that catches code that sleeps or waits. Each grading worker and its
-sandboxes run on one core of their own, niced below the grader. When the sandbox's process
+sandboxes run on one core of their own (``autograde.pin_worker``). When the sandbox's process
 information cannot be read, nothing is graded (``SandboxUnavailable``): no limit goes unenforced.
 
 The ``course_lib`` the sandbox sees is a copy without the solutions the assignment asks for
@@ -46,8 +46,7 @@ HARNESS = Path(__file__).resolve().with_name("harness.py")
 HOME = "/home/student"  # the student's folder inside the sandbox
 PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
-WALL_FACTOR = 3  # wall-clock backstop: this many times a CPU-time limit
-NICE = 10  # the student's processes yield to the grader's own
+WALL_FACTOR = 5  # wall-clock backstop: this many times a CPU-time limit (a loaded machine is slow)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -216,8 +215,7 @@ class Sandbox:
                 preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (output, output)),
                                     resource.setrlimit(resource.RLIMIT_AS, (memory, memory)),
                                     resource.setrlimit(resource.RLIMIT_CORE, (0, 0)),
-                                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5)),  # a backstop
-                                    os.nice(NICE)))
+                                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))))  # a backstop
         for fd in (req_r, res_w, info_w, *fds):
             os.close(fd)
         self._root = self._sandbox_root(info_r) if self.sandboxed else None

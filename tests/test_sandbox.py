@@ -140,3 +140,78 @@ def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
     count, *rest = done.stdout.split()
     assert rest == ["mounted", "new", Path(folder).name]  # /tmp is in the home folder
     assert int(count) == made > 2  # the home folder, .tmp and the environment's mount points
+
+
+AUTOGRAD_PATHS = """import torch
+
+
+def tries():
+    x = torch.ones(2, requires_grad=True)
+    attempts = {
+        "Tensor.backward": lambda: (x * x).sum().backward(),
+        "autograd.grad": lambda: torch.autograd.grad((x * x).sum(), x),
+        "func.grad": lambda: torch.func.grad(lambda t: (t * t).sum())(torch.ones(2)),
+        "functorch": lambda: __import__("torch._functorch.apis").\\
+            _functorch.apis.grad(lambda t: (t * t).sum())(torch.ones(2)),
+        "engine": lambda: torch.autograd.variable.Variable._execution_engine.run_backward(
+            ((x * x).sum(),), (torch.ones(()),), False, False, (), True, True),
+    }
+    found = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            found[name] = "ran"
+        except RuntimeError as e:
+            found[name] = "refused" if "autograd is off while a is graded" in str(e) else str(e)
+    return found
+"""
+
+
+@pytest.mark.parametrize("autograd", [False, True])
+def test_autograd_is_off_in_the_sandbox_when_the_assignment_says_so(repo, autograd):
+    expected = "refused" if not autograd else "ran"
+    outcome = grade(repo, {"tries": AUTOGRAD_PATHS}, {"test_tries": f"assert set(tries().values()) == {{{expected!r}}}, tries()\n"},
+                    autograd=autograd)
+    assert outcome.scores == {"test_tries": 1.0}, outcome.failures
+
+
+LOADS_THE_FILE = """import importlib.util, os
+
+spec = importlib.util.spec_from_file_location("copy", "/course/course_lib/functions.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+Linear_Layer = module.Linear_Layer
+cached = os.path.exists("/course/course_lib/__pycache__")
+"""
+
+
+def test_a_withheld_solutions_code_is_not_in_the_sandbox(repo):
+    (repo / "course_lib" / "__pycache__").mkdir(exist_ok=True)  # a cache the student could unmarshal
+    outcome = grade(repo, {"linear": LOADS_THE_FILE}, {"test_linear": LINEAR_TEST},
+                    withheld=["course_lib.functions.Linear_Layer"])
+    assert outcome.scores == {"test_linear": 0.0}
+    assert "course_lib.functions.Linear_Layer is course_lib's solution, withheld while a is graded" \
+        in outcome.failures["test_linear"]
+    assert any("loads code from a file or bytes" in flag for flag in outcome.flags)
+
+
+LINEAR_TEST = ("x, w = torch.randn(2, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)\n"
+               "assert torch.allclose(Linear_Layer.apply(x, w), x @ w)\n")
+SPIN = ("import time\n\ndef spin(seconds):\n    start = time.process_time()\n"
+        "    while time.process_time() - start < seconds:\n        pass\n    return 1\n")
+
+
+def test_each_call_from_a_test_has_its_own_cpu_budget(repo):
+    outcome = grade(repo, {"spin": SPIN}, {"test_twice": "assert spin(1.5) + spin(1.5) == 2\n",
+                                           "test_long": "assert spin(30) == 1\n"},
+                    limits=Limits(cell_s=20, call_s=2, notebook_s=120))
+    assert outcome.scores == {"test_twice": 1.0, "test_long": 0.0}, outcome.failures
+    assert outcome.problems == ["test_long: spin(...) ran past 2 s of CPU time (the limit per call)"]
+
+
+def test_nothing_is_graded_when_the_sandbox_cannot_be_watched(repo, monkeypatch):
+    monkeypatch.setattr(sandbox.Sandbox, "_sandbox_root", staticmethod(lambda info_r: None))
+    outcome = grade(repo, {"double": DOUBLE})
+    assert outcome.scores == {} and outcome.feedback is None
+    assert outcome.refused == ("the sandbox's process information was unavailable (bubblewrap did not say "
+                               "which process it started); nothing of this notebook was graded")
