@@ -226,7 +226,7 @@ INPUTS = {
                         "        params[n] = (params[n] - lr * grads[n]).detach()\n", 3, ["test_sgd_step", "test_training"],
                         "sgd_step replaced params['weight1'] with a new tensor: update each parameter in place"),
     "zeroes_params": (A5, "mlp_backward", lambda sol: ZERO_PARAMS, 2,
-                      ["test_layer1", "test_layer2", "test_layer3", "test_training"], "FAIL  weight3"),
+                      ["test_layer1", "test_layer2", "test_layer3", "test_training"], "FAIL weight3 shape (4, 3), largest error"),
     "steps_inside": (A5, "mlp_backward", lambda sol: sol.replace(*STEP_INSIDE), 7, [], ""),
 }
 MALFORMED = ["no_cells", "deep_json", "no_source"]  # each an invalid notebook; null_nbgrader is graded
