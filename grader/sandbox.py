@@ -46,7 +46,7 @@ HARNESS = Path(__file__).resolve().with_name("harness.py")
 HOME = "/home/student"  # the student's folder inside the sandbox
 PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
-WALL_FACTOR = 5  # wall-clock backstop: this many times a CPU-time limit (a loaded machine is slow)
+WALL_FACTOR = 10  # wall-clock backstop: this many times a CPU-time limit (a loaded machine is slow)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
