@@ -27,7 +27,7 @@ REPO = SITE.parent
 BUILD = REPO / "build"
 PAGES = ["index.md", "assignments.md", "benchmarks.md"]  # site/'s own pages
 # Repository files the pages include, at the same relative place (their links keep working).
-INCLUDED = ["assignments/README.md", "benchmarks/RESULTS.md"]
+INCLUDED = ["README.md", "assignments/README.md", "benchmarks/RESULTS.md"]
 CLOSED_PROXY = "http://127.0.0.1:9"  # port 9 (discard): a download is refused at once
 # A random value put in the build's environment and written beside (not into) the site:
 # tests/test_site.py fails when a page contains it, i.e. when a page publishes the environment.

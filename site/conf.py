@@ -21,7 +21,8 @@ copyright = "the course's authors, MIT licence"
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
               "sphinx_copybutton"]
 root_doc = "index"
-exclude_patterns = ["**/.ipynb_checkpoints", "assignments/*", "benchmarks/*"]  # those two: included
+exclude_patterns = ["**/.ipynb_checkpoints", "README.md", "assignments/*",
+                    "benchmarks/*"]  # those three: included
 suppress_warnings = ["myst.header"]  # a lesson's "###" under "#" is how notebooks are written
 
 # --- Markdown and notebooks ------------------------------------------------------------------
@@ -175,21 +176,64 @@ def copy_lesson_notebooks(app, exception):
             shutil.copyfile(source, Path(app.outdir) / "notebooks" / source.name)
 
 
-# HiPlot's inline view is a whole HTML document with a favicon link, static/icon.png, that only
-# HiPlot's own server has; on these pages it would be a broken link.
-HIPLOT_FAVICON = '<link rel="icon" href="static/icon.png" />'
+# --- Alt text of the figures a lesson's code draws ----------------------------------------------
+# An output figure has no alt text of its own (MyST-NB would use its file path). It gets the
+# titles the cell gives its plots, else the section it belongs to.
+PLOT_TITLE = re.compile(r"""(?:set_title|suptitle|title)\(\s*f?(["'])(.+?)\1""")
 
 
-def drop_hiplot_favicon(app, exception):
+def figure_alt(code: str, section: str) -> str:
+    """Alt text for a figure drawn by ``code`` in the section titled ``section``."""
+    titles = list(dict.fromkeys(title for _, title in PLOT_TITLE.findall(code)))
+    if titles:
+        return "Figure: " + "; ".join(titles)
+    return f"Figure drawn by the code above, for the section \u201c{section}\u201d"
+
+
+def describe_output_figures(app, doctree):
+    if not app.env.docname.startswith("notebooks/"):
+        return
+    for image in doctree.findall(nodes.image):
+        alt = image.get("alt", "")
+        if alt and not re.search(r"\.(png|svg|jpe?g)\b|_images/|^\S+$", alt):
+            continue  # a figure the lesson's text describes itself
+        cell, section = image.parent, None
+        while cell is not None and "cell" not in cell.get("classes", []):
+            cell = cell.parent
+        holder = image.parent
+        while holder is not None and not isinstance(holder, nodes.section):
+            holder = holder.parent
+        title = next(iter(holder.findall(nodes.title))).astext() if holder is not None else ""
+        code = "".join(block.astext() for block in cell.findall(nodes.literal_block)
+                       if "output" not in block.get("classes", [])) if cell is not None else ""
+        image["alt"] = figure_alt(code, title or app.env.titles[app.env.docname].astext())
+
+
+# Fixed in the written lesson pages:
+# - HiPlot's inline view is a whole HTML document with a favicon link, static/icon.png, that only
+#   HiPlot's own server has; on these pages it would be a broken link.
+# - MyST-NB's toggles of hidden cells have aria-label="Toggle hidden content" over the visible
+#   text "Show code cell source": a screen reader's name and the visible one must agree (axe:
+#   label-content-name-mismatch). Without the label, the name is the visible text.
+PAGE_FIXES = [
+    ('<link rel="icon" href="static/icon.png" />', ""),
+    ('<summary aria-label="Toggle hidden content">', "<summary>"),
+]
+
+
+def fix_lesson_pages(app, exception):
     if exception is None:
         for page in Path(app.outdir).glob("notebooks/*.html"):
-            text = page.read_text(encoding="utf-8")
-            if HIPLOT_FAVICON in text:
-                page.write_text(text.replace(HIPLOT_FAVICON, ""), encoding="utf-8")
+            text = fixed = page.read_text(encoding="utf-8")
+            for old, new in PAGE_FIXES:
+                fixed = fixed.replace(old, new)
+            if fixed != text:
+                page.write_text(fixed, encoding="utf-8")
 
 
 def setup(app):
     app.connect("doctree-read", link_lesson_pages)
     app.connect("doctree-read", link_notebook_download)
-    app.connect("build-finished", drop_hiplot_favicon)
+    app.connect("doctree-read", describe_output_figures)
+    app.connect("build-finished", fix_lesson_pages)
     app.connect("build-finished", copy_lesson_notebooks)

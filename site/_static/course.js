@@ -17,3 +17,22 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 });
+
+// A box that scrolls sideways (a wide output table or formula) can be reached with the keyboard,
+// so that a reader without a mouse can scroll it too (axe: scrollable-region-focusable).
+function addTabStops() {
+  const boxes = document.querySelectorAll(
+    ".bd-article div.cell_output table, .bd-article mjx-container[display='true']");
+  for (const box of boxes) {
+    if (box.scrollWidth > box.clientWidth && !box.hasAttribute("tabindex")) {
+      box.setAttribute("tabindex", "0");
+    }
+  }
+}
+document.addEventListener("DOMContentLoaded", addTabStops);
+window.addEventListener("resize", addTabStops);
+window.addEventListener("load", () => {
+  if (window.MathJax && MathJax.startup) {
+    MathJax.startup.promise.then(addTabStops);
+  }
+});
