@@ -33,6 +33,7 @@ CLOSED_PROXY = "http://127.0.0.1:9"  # port 9 (discard): a download is refused a
 # tests/test_site.py fails when a page contains it, i.e. when a page publishes the environment.
 CANARY_NAME = "COURSE_SITE_CANARY"
 CANARY_FILE = BUILD / "site-canary.txt"
+KERNEL_CONFIG = 'c.IPKernelApp.log_level = "ERROR"\n'
 API_HEADER = """# API reference: `course_lib`
 
 Every public name of the course's library, from its docstrings. The lessons import these; the
@@ -110,6 +111,13 @@ def kernel_environment(preview: bool) -> None:
         os.environ.pop(name, None)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # The kernels read their IPython settings from the build's own folder, not the user's profile:
+    # they log errors only, so the build does not print "Kernel is running over TCP without
+    # encryption" once per lesson (they talk to this process on 127.0.0.1).
+    ipython = BUILD / "site-ipython"
+    (ipython / "profile_default").mkdir(parents=True, exist_ok=True)
+    (ipython / "profile_default" / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
+    os.environ["IPYTHONDIR"] = str(ipython)
     # The lessons' "python3" kernel is this environment's (ipykernel's, run by this Python), not a
     # kernel of the same name the user registered for another Python: JUPYTER_PATH comes first.
     os.environ["JUPYTER_PATH"] = os.pathsep.join(

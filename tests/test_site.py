@@ -89,6 +89,9 @@ def test_the_kernels_run_in_full_mode_offline_on_an_empty_data_folder(monkeypatc
     assert os.environ["COURSE_DATA_DIR"] == str(tmp_path / "site-data")
     assert list((tmp_path / "site-data").iterdir()) == []
     assert os.environ["https_proxy"] == os.environ["HTTP_PROXY"] == "http://127.0.0.1:9"
+    profile = Path(os.environ["IPYTHONDIR"]) / "profile_default"
+    assert profile.parent.parent == tmp_path  # not the user's IPython profile
+    assert 'log_level = "ERROR"' in (profile / "ipython_kernel_config.py").read_text()
     first = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0])
     assert first == Path(sys.prefix) / "share" / "jupyter"  # this Python's kernel, not a namesake
 
