@@ -202,7 +202,7 @@ def jupyterlab(tmp_path_factory):
              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy 2-core machine
         while True:
             try:
                 api(base, token, "/api/status")
