@@ -197,7 +197,7 @@ def describe_output_figures(app, doctree):
         alt = image.get("alt", "")
         if alt and not re.search(r"\.(png|svg|jpe?g)\b|_images/|^\S+$", alt):
             continue  # a figure the lesson's text describes itself
-        cell, section = image.parent, None
+        cell = image.parent
         while cell is not None and "cell" not in cell.get("classes", []):
             cell = cell.parent
         holder = image.parent

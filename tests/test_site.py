@@ -448,8 +448,9 @@ def test_every_page_loads_offline_with_its_math_typeset_and_its_images(browser, 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_lesson_06_links_its_hiplot_pages_and_they_draw_one_line_per_run(browser, server):
-    from course_lib import analysis
     import test_browser
+
+    from course_lib import analysis
 
     lesson = next(SITE_OUT.glob("notebooks/06_*.html"))
     pages = [(lesson.parent / link).resolve() for link in parsed(lesson).links
