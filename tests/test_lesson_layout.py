@@ -22,7 +22,7 @@ def test_every_solution_cell_of_the_lesson_is_collapsed(path):
 
 def test_the_lessons_have_solution_cells():
     with_solutions = [p for p in LESSONS if layout.solution_cells(nbformat.read(p, as_version=4))]
-    assert len(with_solutions) >= 8  # every lesson but 08 (its checks hold the solutions)
+    assert len(with_solutions) >= 9
 
 
 def notebook(*cells):
