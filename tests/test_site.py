@@ -475,8 +475,10 @@ def lesson_pages() -> list:
     return [SITE_OUT / "notebooks" / f"{path.stem}.html" for path in LESSONS]
 
 
-# The lesson links a reader can see (inside the viewport, not hidden) and click.
-VISIBLE_LESSON_LINKS = """() => Array.from(document.querySelectorAll('a[href*="notebooks/"], a[href$=".html"]'))
+# The sidebar's lesson links a reader can see (inside the viewport, not hidden) and click; on a
+# phone the theme moves the sidebar's content into a dialog, the drawer.
+VISIBLE_LESSON_LINKS = """() => Array.from(document.querySelectorAll(
+    '#pst-primary-sidebar a, #pst-primary-sidebar-modal a'))
   .filter(a => /Lesson \\d+/.test(a.textContent) && a.checkVisibility({visibilityProperty: true}))
   .filter(a => { const r = a.getBoundingClientRect();
                  return r.width > 0 && r.right > 0 && r.left < window.innerWidth; }).length"""
