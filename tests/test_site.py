@@ -577,7 +577,7 @@ def test_no_page_has_a_critical_or_serious_accessibility_violation(browser, serv
 @built
 def test_every_figure_has_a_meaningful_alt_text():
     bad = []
-    for path in site_pages():
+    for path in lesson_pages():
         for tag in re.findall(r"<img\b[^>]*>", path.read_text(encoding="utf-8")):
             alt = re.search(r'\balt="([^"]*)"', tag)
             text = alt.group(1) if alt else ""
