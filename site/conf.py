@@ -184,7 +184,8 @@ PLOT_TITLE = re.compile(r"""(?:set_title|suptitle|title)\(\s*f?(["'])(.+?)\1""")
 
 def figure_alt(code: str, section: str) -> str:
     """Alt text for a figure drawn by ``code`` in the section titled ``section``."""
-    titles = list(dict.fromkeys(title for _, title in PLOT_TITLE.findall(code)))
+    titles = list(dict.fromkeys(title for _, title in PLOT_TITLE.findall(code)
+                                if "{" not in title))  # an f-string's: known only at run time
     if titles:
         return "Figure: " + "; ".join(titles)
     return f"Figure drawn by the code above, for the section \u201c{section}\u201d"

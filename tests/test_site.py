@@ -155,6 +155,13 @@ def test_the_index_takes_its_setup_commands_from_the_readme():
     assert "pip install" not in index and "Python 3." not in index  # nothing said twice
 
 
+def test_an_output_figure_is_described_by_its_plot_titles_or_its_section():
+    code = 'ax.set_title("Loss per epoch")\nfig.suptitle(f"run {i}")\nplt.title(\'Accuracy\')'
+    assert site_conf.figure_alt(code, "Training") == "Figure: Loss per epoch; Accuracy"
+    alt = site_conf.figure_alt("plt.plot(x)", "Training")
+    assert "Training" in alt and ".png" not in alt
+
+
 def public_modules() -> list:
     names = [m.name for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")]
     return ["course_lib"] + sorted(n for n in names if not n.rsplit(".", 1)[-1].startswith("_"))
