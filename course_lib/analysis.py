@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .runlog import EpochRecord, atomic_write, read_run_log
+from .files import atomic_write
+from .runlog import EpochRecord, read_run_log
 
 # The config fields a sweep varies, in the order the plots show them.
 HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",

@@ -4,9 +4,10 @@
     the state dict of the epoch with the lowest validation loss:
     ``NeuralNet(num_units).load_state_dict(torch.load(path, weights_only=True))``.
 ``last.pt`` (``LAST``)
-    a ``Checkpoint``, written at the end of every epoch: the run's ``TrainConfig``, its
-    ``Progress`` (the counters its run record reports) and the model, optimizer, scheduler and RNG
-    states, everything the run needs to continue exactly where it stopped;
+    a ``Checkpoint``, written at the end of every epoch: the run's ``TrainConfig`` in the run
+    record's layout (``TrainConfig.as_record``), its ``Progress`` (the counters its run record
+    reports) and the model, optimizer, scheduler and RNG states, everything the run needs to
+    continue exactly where it stopped;
     ``fit(resume=run_id)`` continues it (``find_resume`` says where that ``last.pt`` is).
 
 A new run's folder is named by ``new_run_id``: the UTC time it started and a random suffix.
@@ -22,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
-from .runlog import EpochRecord, save_checkpoint
+from .files import save_checkpoint
+from .runlog import EpochRecord
 
 BEST, LAST = "best.pt", "last.pt"  # in the run's folder
 
@@ -62,14 +64,17 @@ class Checkpoint:
 
     def save(self, path) -> None:
         """Write it atomically (a Ctrl-C while saving leaves the previous one intact)."""
-        save_checkpoint({**dataclasses.asdict(self.progress), "config": dataclasses.asdict(self.config),
+        save_checkpoint({**dataclasses.asdict(self.progress), "config": self.config.as_record(),
                          "resolved_dataset": self.dataset, **self.states}, path)
 
     @classmethod
     def load(cls, path) -> "Checkpoint":
+        """Read ``path``; a config written before a field was renamed or removed is a
+        ``ValueError`` that names the field."""
         saved = torch.load(path, map_location="cpu", weights_only=True)
         progress = Progress(**{f.name: saved.pop(f.name) for f in dataclasses.fields(Progress)})
-        return cls(TrainConfig(**saved.pop("config")), saved.pop("resolved_dataset"), progress, saved)
+        config = TrainConfig.from_record(saved.pop("config"), f"checkpoint {path}")
+        return cls(config, saved.pop("resolved_dataset"), progress, saved)
 
 
 def new_run_id(out_dir: Path) -> str:

@@ -1,16 +1,39 @@
 """``python -m course_lib train | sweep | report`` (also the ``course-lib`` script).
 
 ``build_parser`` lists the three commands. Each has a function that adds its options and sets
-``run``, the function that takes the parsed arguments and returns the exit code.
+``run``, the function that takes the parsed arguments and returns the exit code. Under torchrun,
+``train`` joins the process group (``course_lib.distributed.start``) and hands ``fit`` the
+group's ``parallel_hooks``.
 """
 
 import argparse
+import dataclasses
+import functools
+import io
 import json
 import os
 import shlex
 import sys
 import warnings
 from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import distributed, runlog
+from .config import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
+from .datasets import DATASETS, DatasetUnavailable, load_data, load_raw
+from .device import resolve_device
+from .files import NotWritable, atomic_write, writable_dir
+from .idx import DataError
+from .models import INITS
+from .paths import resolve_out_dir
+from .runlog import RUN_LOG, read_run_log
+from .sweep import SWEEP_GRID, parse_grid, sweep_points
+from .train import Hooks, Interrupted, TrainingDiverged, fit
+
+# course_lib.analysis (hiplot, matplotlib: slow to import) is imported by sweep and report only.
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -56,11 +79,6 @@ def _display(path: Path) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``TrainConfig`` field, with the dataclass's defaults (``sweep`` reuses it)."""
-    from .datasets import DATASETS
-    from .models import INITS
-    from .runlog import RUN_LOG
-    from .config import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
-
     d = TrainConfig()
     lrs = ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items())
     add = parser.add_argument
@@ -94,10 +112,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ``TrainConfig`` that ``add_config_arguments``'s options describe."""
-    import dataclasses
-
-    from .config import TrainConfig
-
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
@@ -107,9 +121,11 @@ def _train(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted run (its run id, folder or last.pt) with "
                              "its saved settings; the options above are then ignored, except "
                              "--out-dir, where a run id is looked up")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress (else bars on a terminal, one line per epoch into a file or pipe)")
     parser.add_argument("--summary-json", metavar="PATH", default=None,
-                        help="also write the results (test accuracy, paths, speed) to this JSON file")
+                        help="also write the results (test accuracy, checkpoint, speed: the run "
+                             "record's fields, by their names) to this JSON file")
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                         help="under torchrun: how the processes talk (auto: nccl on CUDA, gloo on the CPU)")
     parser.add_argument("--compile", action="store_true",
@@ -126,12 +142,6 @@ def _compile_hooks(args):
     """``Hooks`` that train the ``torch.compile``d model (``--compile``), or ``None``."""
     if not (args.compile or args.compile_mode):
         return None
-    import functools
-
-    import torch
-
-    from .train import Hooks, resolve_device
-
     mode = args.compile_mode or "default"
     if mode == "reduce-overhead" and resolve_device(args.device).type != "cuda":
         raise ValueError(f"--compile-mode reduce-overhead records CUDA graphs and needs a CUDA "
@@ -142,8 +152,6 @@ def _compile_hooks(args):
 
 def _run_train(args) -> int:
     """``fit`` in this process, or in this process's place among those torchrun started."""
-    from . import distributed
-
     main_rank = os.environ.get("RANK", "0") == "0"  # the others print nothing but their own errors
     try:
         group = distributed.start(args.device, args.backend)
@@ -162,13 +170,6 @@ def _run_train(args) -> int:
 
 def _prepare(args, group):
     """The run's config and hooks, with every check that can fail before any training."""
-    import dataclasses
-
-    from . import distributed
-    from .datasets import load_raw
-    from .runlog import writable_dir
-    from .train import parallel_hooks
-
     config = config_from_args(args)
     if args.summary_json and (group is None or group.is_main):  # found out now, not after training
         writable_dir(Path(args.summary_json).parent, "the summary", "--summary-json")
@@ -184,16 +185,10 @@ def _prepare(args, group):
         config = dataclasses.replace(config, device=group.device.type)
         if config.dataset != "mnist-5k":  # a download: once per machine, not at once
             distributed.local_first(lambda: load_raw(config.dataset, config.data_dir), group)
-    return config, parallel_hooks(group)
+    return config, distributed.parallel_hooks(group)
 
 
 def _fit_and_report(args, group) -> int:
-    from . import distributed
-    from .datasets import DatasetUnavailable
-    from .idx import DataError
-    from .runlog import NotWritable
-    from .train import Interrupted, TrainingDiverged, fit
-
     main_rank = group is None or group.is_main
     try:
         config, hooks = _prepare(args, group)
@@ -224,8 +219,6 @@ def _fit_and_report(args, group) -> int:
 
 def _print_result(result, summary_json) -> None:
     """The three lines ``train`` ends with, and the summary JSON when asked for."""
-    from .runlog import atomic_write
-
     record = result.record
     print(f"test accuracy: {100 * record.test_acc:.2f}% on {record.resolved_dataset} "
           f"(best epoch {record.best_epoch} of {record.epochs}, "
@@ -234,14 +227,7 @@ def _print_result(result, summary_json) -> None:
     print(f"checkpoint:    {_display(result.checkpoint)}")
     print(f"run log:       {_display(result.run_log)}")
     if summary_json:
-        summary = {
-            "run_id": result.run_id, "status": record.status, "test_acc": record.test_acc,
-            "test_loss": record.test_loss, "checkpoint": str(result.checkpoint.resolve()),
-            "run_log": str(result.run_log.resolve()), "dataset": record.resolved_dataset,
-            "epochs": record.epochs, "best_epoch": record.best_epoch,
-            "samples_per_second": record.samples_per_second, "wall_seconds": record.wall_seconds,
-            "device": record.device_used,
-        }
+        summary = runlog.summary(record, result.out_dir)
         atomic_write(summary_json, (json.dumps(summary, indent=2) + "\n").encode())
         print(f"summary:       {_display(Path(summary_json))}")
 
@@ -249,8 +235,6 @@ def _print_result(result, summary_json) -> None:
 def _interrupted(e, group=None) -> str:
     """What a Ctrl-C during ``fit`` (``e``, a ``course_lib.train.Interrupted``) left behind, and
     the command that continues the run."""
-    from .paths import resolve_out_dir
-
     if not e.resumable:
         return ("interrupted before the first epoch ended: nothing to resume (the run log says "
                 "so); run the same command again to start over")
@@ -275,8 +259,6 @@ def _launcher(group) -> str:
 # --------------------------------------------------------------------------------------------
 
 def _sweep(parser: argparse.ArgumentParser) -> None:
-    from .sweep import SWEEP_GRID
-
     add_config_arguments(parser)
     parser.set_defaults(epochs=5)
     grid = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in SWEEP_GRID.items())
@@ -292,15 +274,7 @@ def _sweep(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args) -> int:
-    import dataclasses
-
     from .analysis import conclusions
-    from .sweep import SWEEP_GRID, parse_grid, sweep_points
-    from .datasets import DatasetUnavailable, load_data
-    from .idx import DataError
-    from .paths import resolve_out_dir
-    from .runlog import RUN_LOG, NotWritable, read_run_log, writable_dir
-    from .train import TrainingDiverged, fit, resolve_device
 
     try:
         grid = parse_grid(args.grid) if args.grid else SWEEP_GRID
@@ -341,8 +315,6 @@ def _run_sweep(args) -> int:
 
 
 def _report(parser: argparse.ArgumentParser) -> None:
-    from .runlog import RUN_LOG
-
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help=f"the folder holding {RUN_LOG} (or the file)")
     parser.add_argument("--html", metavar="OUT.html", default=None,
                         help="write HiPlot's parallel plot of the runs (one line per run) as one "
@@ -357,12 +329,7 @@ def _report(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args) -> int:
-    import io
-
-    import pandas as pd
-
     from . import analysis
-    from .runlog import NotWritable, atomic_write, writable_dir
 
     try:
         runs = analysis.load_runs(args.runs_dir)

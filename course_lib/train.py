@@ -1,10 +1,11 @@
 """Training the course MLP: ``train_epoch``, ``evaluate`` and ``fit``, the run around them.
 
 ``train_epoch`` and ``evaluate`` are the two plain functions of pytorch/examples' ``mnist/main.py``.
-``fit(config)`` is the whole run around them: it trains ``NeuralNet(config.num_units)`` (built from
-the custom ``Linear``) epoch by epoch, as a ``TrainConfig`` says (``course_lib.config``: the
-settings, validated, and the optimizer they ask for), and leaves three things in the runs folder
-(``out_dir``, default the checkout's ``runs/`` or ``$COURSE_RUNS_DIR``, see ``course_lib.paths``):
+``fit(config)`` is the whole run around them, one flat loop over the epochs: it trains
+``NeuralNet(config.num_units)`` (built from the custom ``Linear``) as a ``TrainConfig`` says
+(``course_lib.config``: the settings, validated, and the optimizer they ask for), and leaves
+three things in the runs folder (``out_dir``, default the checkout's ``runs/`` or
+``$COURSE_RUNS_DIR``, see ``course_lib.paths``):
 
 ``<out_dir>/<run_id>/best.pt`` and ``<out_dir>/<run_id>/last.pt``
     the best epoch's weights, and the ``Checkpoint`` that ``fit(resume=run_id)`` continues from
@@ -13,12 +14,16 @@ settings, validated, and the optimizer they ask for), and leaves three things in
     the run log: one ``course_lib.runlog.RunRecord`` per line (its fields are the schema),
     appended when the run ends, also when it is interrupted (Ctrl-C), stopped by a NaN/infinite
     loss or by an error. Read it with ``read_run_log(out_dir)``.
+
+Data parallelism is handed to ``fit`` as ``Hooks`` (``course_lib.distributed.parallel_hooks``);
+this module never imports ``course_lib.distributed``. ``resolve_device`` lives in
+``course_lib.device`` (imported from here too, for older code).
 """
 
-import dataclasses
 import itertools
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,18 +32,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__, distributed
+from . import __version__
 from .checkpoint import BEST, LAST, Checkpoint, Progress, find_resume, new_run_id
 from .config import DEFAULT_LR, TrainConfig, make_optimizer
 from .datasets import Data, Split, load_data
+from .device import resolve_device
+from .files import save_checkpoint, writable_dir
 from .models import NeuralNet, initialise_
 from .paths import resolve_out_dir
-from .runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log, save_checkpoint, writable_dir
+from .runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log
 
 EVAL_BATCH_SIZE = 4096
+CHECK_EVERY = 20  # fit's default: training steps between two looks at the loss (NaN check, bar)
 WHERE_RUNS_GO = "--out-dir, TrainConfig(out_dir=...) or the COURSE_RUNS_DIR environment variable"
 
 
@@ -54,26 +63,6 @@ class Interrupted(KeyboardInterrupt):
         self.run_id, self.out_dir, self.epochs_done = run_id, Path(out_dir), epochs_done
         self.resumable = epochs_done > 0
         super().__init__(f"run {run_id} interrupted after {epochs_done} epoch(s)")
-
-
-def resolve_device(device="auto") -> torch.device:
-    """``auto`` is CUDA when available, then Apple's MPS, else the CPU; asking for a device that
-    is not available is an error."""
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False; "
-                         "use device 'cpu' or 'auto'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for, but torch.backends.mps.is_available() is "
-                         "False (MPS needs a Mac with Apple silicon); use device 'cpu' or 'auto'")
-    return device
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,12 +102,12 @@ def train_epoch(model, batches, optimizer, scheduler=None, progress=None):
 
 def _report(loss_sum, correct, samples, progress, advance):
     """Stop on a NaN/infinite loss; show the running loss and accuracy (this waits for the device).
-    Return the sums, over every process when several train together (``course_lib.distributed``):
-    then every process checks the same numbers at the same step, and all stop together (on a NaN
-    anywhere, or on Ctrl-C)."""
-    group = distributed.current()
-    if group is not None:
-        loss_sum, correct, samples = distributed.agree(loss_sum, correct, samples, group)
+    When ``progress`` is a ``Watch`` with an ``agree`` (several processes training together, see
+    ``course_lib.distributed``), the sums are first added over every process: then every process
+    checks the same numbers at the same step, and all stop together (on a NaN anywhere, or on
+    Ctrl-C). Return the sums."""
+    if isinstance(progress, Watch) and progress.agree is not None:
+        loss_sum, correct, samples = progress.agree(loss_sum, correct, samples)
     loss = float(loss_sum) / samples
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the training loss became {loss}")
@@ -145,8 +134,32 @@ def evaluate(model, batches):
 
 
 # --------------------------------------------------------------------------------------------
-# The pieces a run is made of
+# What fit is handed: how often to look at the loss, and what data parallelism changes
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """What ``fit`` hands ``train_epoch`` as its ``progress``: look at the loss every
+    ``check_every`` steps (stop on a NaN, update ``bar``), the same steps on every process, and
+    add the sums over the processes first with ``agree`` (``None``: this process alone).
+
+    ``train_epoch`` looks every ``total // 20`` steps of a tqdm bar (lesson 5 prints it as it
+    is), so a ``Watch``'s ``total`` is twenty times its interval."""
+
+    check_every: int
+    bar: tqdm
+    agree: Callable | None = None  # (loss_sum, correct, samples) -> the same sums over every process
+
+    @property
+    def total(self) -> int:
+        return 20 * self.check_every
+
+    def set_postfix(self, **values) -> None:
+        self.bar.set_postfix(**values)
+
+    def update(self, steps: int) -> None:
+        self.bar.update(steps)
 
 
 def shuffled_batches(split: Split, config: TrainConfig, generator: torch.Generator, steps: int):
@@ -163,23 +176,16 @@ def evaluate_split(model: nn.Module, split: Split) -> tuple[float, float]:
 @dataclass(frozen=True)
 class Hooks:
     """Where a caller changes how ``fit`` runs without copying it. Data-parallel training
-    (``course_lib.distributed``) gives each process its share of every batch, all-reduces the
-    evaluation, and lets one process write."""
+    (``course_lib.distributed.parallel_hooks``) gives each process its share of every batch, sums
+    the loss over the processes, all-reduces the evaluation, and lets one process write."""
 
     batches: Callable = shuffled_batches  # (split, config, generator, steps) -> an epoch's batches
     evaluate: Callable = evaluate_split  # (model, split) -> (loss, accuracy) over the whole split
     wrap: Callable = lambda model: model  # the module train_epoch steps (e.g. DDP around it)
+    agree: Callable | None = None  # Watch.agree: the training sums over every process
     should_write: bool = True  # checkpoints and the run-log line; False: this process writes nothing
     on_epoch: Callable | None = None  # called as on_epoch(row: EpochRecord, model) after every epoch
     processes: dict | None = None  # world_size, backend, devices for the record (None: this one)
-
-
-def parallel_hooks(group: "distributed.Group") -> Hooks:
-    """The ``Hooks`` of one process among several that torchrun started (``distributed.start``):
-    its share of every batch, DDP, evaluation summed over the processes, rank 0 writing."""
-    parallel = distributed.DataParallel(group, shuffled_batches, evaluate_split)
-    return Hooks(batches=parallel.batches, evaluate=parallel.evaluate, wrap=parallel.wrap,
-                 should_write=group.is_main, processes=distributed.describe(group, group.device))
 
 
 @dataclass
@@ -213,7 +219,7 @@ class RunResult:
 
 
 def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = None,
-        progress: bool = True, hooks: Hooks | None = None) -> RunResult:
+        progress: bool = True, hooks: Hooks | None = None, check_every: int = CHECK_EVERY) -> RunResult:
     """Train ``NeuralNet`` as ``config`` says, keep the best checkpoint, test it, log the run.
 
     Each epoch trains on the training split (shuffled by a generator seeded with ``config.seed``),
@@ -225,9 +231,11 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         resume: a run id (in ``config.out_dir``), a run folder or a ``last.pt``: continue that
             run with its own saved config; the result equals an uninterrupted run's on the CPU.
         data: already loaded ``Data`` to train on, instead of loading ``config.dataset``.
-        progress: show tqdm progress bars.
-        hooks: ``Hooks`` that change where batches come from, how evaluation is done, whether
-            this process writes files, and what runs after every epoch.
+        progress: show the progress: tqdm bars on a terminal or in Jupyter, one line per epoch
+            when stderr is a file or a pipe.
+        hooks: ``Hooks`` that change where batches come from, how evaluation is done, how the
+            processes agree, whether this process writes files, and what runs after every epoch.
+        check_every: training steps between two looks at the loss (a NaN stops the run there).
 
     Raises:
         Interrupted: Ctrl-C (a ``KeyboardInterrupt``), after logging the run as "interrupted";
@@ -236,20 +244,31 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
             loss; the run is logged as "diverged".
         NotWritable: the runs folder cannot be written (found out before any training).
     """
+    if not (isinstance(check_every, int) and not isinstance(check_every, bool) and check_every > 0):
+        raise ValueError(f"fit: check_every must be a positive number of steps, got {check_every!r}")
     hooks = hooks or Hooks()
     run = _Run.start(config, resume, data, hooks)
+    config, model, optimizer, done = run.config, run.model, run.optimizer, run.progress
     status, test = "failed", (None, None)
     try:
-        with tqdm(total=run.config.epochs, initial=run.progress.epoch, unit="epoch",
-                  desc=run.data.name, disable=not progress) as bar:
-            for epoch in range(run.progress.epoch + 1, run.config.epochs + 1):
-                row, samples = run.train_and_validate(epoch, progress)
+        with _Display(progress, run.data.name, config.epochs, done.epoch) as display:
+            for epoch in range(done.epoch + 1, config.epochs + 1):
+                start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+                batches = hooks.batches(run.data.train, config, run.generator, run.steps)
+                with display.batch_bar(epoch, run.steps) as bar:
+                    try:
+                        train_loss, train_acc, samples = train_epoch(
+                            hooks.wrap(model), batches, optimizer, run.scheduler,
+                            Watch(check_every, bar, hooks.agree))
+                    except TrainingDiverged as e:
+                        raise TrainingDiverged(_lower_the_lr(e, epoch, lr, config)) from None
+                seconds = time.perf_counter() - start
+                val_loss, val_acc = hooks.evaluate(model, run.data.val)
+                row = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds)
                 run.keep(row, samples)  # best.pt when the validation loss improved; last.pt always
-                bar.set_postfix(train_acc=f"{row.train_acc:.4f}", val_loss=f"{row.val_loss:.4f}",
-                                val_acc=f"{row.val_acc:.4f}", refresh=False)
-                bar.update(1)
+                display.epoch_done(row)
                 if hooks.on_epoch is not None:
-                    hooks.on_epoch(row, run.model)
+                    hooks.on_epoch(row, model)
         test = run.test_best()
         status = "completed"
     except TrainingDiverged:
@@ -257,10 +276,57 @@ def fit(config: TrainConfig | None = None, *, resume=None, data: Data | None = N
         raise
     except KeyboardInterrupt as e:
         status = "interrupted"
-        raise Interrupted(run.progress.run_id, run.out_dir, run.progress.epoch) from e
+        raise Interrupted(done.run_id, run.out_dir, done.epoch) from e
     finally:
         record = run.finish(status, test)
-    return RunResult(record, run.model, run.out_dir)
+    return RunResult(record, model, run.out_dir)
+
+
+def _lower_the_lr(error: TrainingDiverged, epoch: int, lr: float, config: TrainConfig) -> str:
+    """What a NaN in training says: where, and the lower learning rate to try."""
+    return (f"training stopped in epoch {epoch}: {error} at learning rate {lr:.3g}, which is "
+            f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g}; "
+            f"{config.optimizer}'s default is {DEFAULT_LR[config.optimizer]})")
+
+
+class _Display:
+    """How ``fit`` shows its progress: tqdm bars where someone watches (a terminal, Jupyter);
+    one line per epoch on stderr where it is a file or a pipe (``make train > log 2>&1``), so a
+    log holds no bar redraws; nothing when ``show`` is False."""
+
+    def __init__(self, show: bool, name: str, epochs: int, done: int):
+        self.lines, self.epochs = show and not _watched(sys.stderr), epochs
+        self.bars = show and not self.lines
+        self.bar = tqdm(total=epochs, initial=done, unit="epoch", desc=name, disable=not self.bars)
+
+    def __enter__(self) -> "_Display":
+        return self
+
+    def __exit__(self, *error) -> None:
+        self.bar.close()
+
+    def batch_bar(self, epoch: int, steps: int) -> tqdm:
+        return tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.bars)
+
+    def epoch_done(self, row: EpochRecord) -> None:
+        values = {"train_acc": f"{row.train_acc:.4f}", "val_loss": f"{row.val_loss:.4f}",
+                  "val_acc": f"{row.val_acc:.4f}"}
+        if self.lines:
+            shown = "  ".join(f"{k} {v}" for k, v in values.items())
+            print(f"epoch {row.epoch}/{self.epochs}: {shown}", file=sys.stderr, flush=True)
+        self.bar.set_postfix(**values, refresh=False)
+        self.bar.update(1)
+
+
+def _watched(stream) -> bool:
+    """Whether bars drawn on ``stream`` are seen as bars: a terminal, or a Jupyter kernel's output
+    (where ``tqdm.auto`` draws a widget; found as ``tqdm.autonotebook`` finds it)."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 @dataclass
@@ -324,28 +390,6 @@ class _Run:
         self.generator.set_state(states["generator"])
         torch.set_rng_state(states["torch_rng"])
 
-    def train_and_validate(self, epoch: int, progress: bool) -> tuple[EpochRecord, int]:
-        """Train one epoch, then evaluate on the validation split; return the epoch's record and
-        the number of samples it trained on."""
-        start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
-        batches = self.hooks.batches(self.data.train, self.config, self.generator, self.steps)
-        with tqdm(total=self.steps, desc=f"epoch {epoch}", unit="batch", leave=False,
-                  disable=not progress) as bar:
-            try:
-                # The bar, shown or hidden, sets the steps at which the loss is checked: the same
-                # steps in every process when several train together.
-                train_loss, train_acc, samples = train_epoch(
-                    self.hooks.wrap(self.model), batches, self.optimizer, self.scheduler, bar)
-            except TrainingDiverged as e:
-                raise TrainingDiverged(
-                    f"training stopped in epoch {epoch}: {e} at learning rate {lr:.3g}, which is "
-                    f"probably too high: try a lower one, e.g. lr={lr / 10:.3g} (--lr {lr / 10:.3g}; "
-                    f"{self.config.optimizer}'s default is {DEFAULT_LR[self.config.optimizer]})"
-                ) from None
-        seconds = time.perf_counter() - start
-        val_loss, val_acc = self.hooks.evaluate(self.model, self.data.val)
-        return EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds), samples
-
     def keep(self, row: EpochRecord, samples: int) -> None:
         """Count the epoch; save best.pt when its validation loss is the best so far, and last.pt."""
         improved = self.progress.add(row, samples)
@@ -380,15 +424,12 @@ class _Run:
 
 def _record(run: _Run, status: str, test) -> RunRecord:
     """The run-log line (``RunRecord``: the schema lists and explains every field)."""
-    import torchvision
-
     done, config, data = run.progress, run.config, run.data
     last = done.history[-1] if done.history else {}
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    alone = {"world_size": 1, "backend": None, "devices": [str(run.device)]}
     return RunRecord(
-        run_id=done.run_id, status=status, **{**settings, "lr": config.learning_rate},
-        resolved_dataset=data.name, device_used=str(run.device),
-        **(run.hooks.processes or distributed.describe(None, run.device)),
+        run_id=done.run_id, status=status, **config.as_record(),
+        resolved_dataset=data.name, device_used=str(run.device), **(run.hooks.processes or alone),
         torch_version=torch.__version__, torchvision_version=torchvision.__version__,
         python_version=platform.python_version(), course_lib_version=__version__,
         started_at=run.started_at, wall_seconds=done.wall_seconds + time.perf_counter() - run.clock,

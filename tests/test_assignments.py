@@ -6,7 +6,8 @@ The class: ``perfect`` (the solutions typed into the release) and ``untouched`` 
 handed out) for every assignment in ``assignments/source/``; for assignment 1, a student for each
 usual mistake (``MISTAKES``), each cheat (``CHEATS``, ``LINKS``, ``LOADERS``), a copy-pasted answer
 cell, four bad files (``BAD``), the crafted files of issue 23 (``MALFORMED``), an honest ``len`` and
-an escape-sequence injection; for assignment 4 a student who wraps the library's training loop. A
+an escape-sequence injection; for assignments 2 and 5 the students whose code changes the tests'
+inputs (``INPUTS``); for assignment 4 a student who wraps the library's training loop. A
 second small course runs assignment 2 under short limits with the students that crash
 (``CRASHES``): a dying process, a loop that ignores interrupts, 100 MB of output, 8 GB of memory, a
 notebook that deletes files, ten busy forked children, and an honest ``victim`` graded beside them.
@@ -117,16 +118,16 @@ MISTAKES = {
                        r"FAIL grad_bias \(batch of 4\) shape \(3,\), largest error [\d.]+ at index"),
     "no_batch_sum": (replaced(("grad_output.sum(0) if bias", "grad_output if bias")),
                      r"FAIL grad_bias \(batch of 4\) shape \(4, 3\), expected \(3,\) \(not summed over the batch\?\)"),
-    "swapped_needs": (replaced(("grad_input = grad_output @ weight.t()",
-                                "grad_input = grad_output @ weight.t() if ctx.needs_input_grad[1] else None"),
-                               ("grad_weight = input.t() @ grad_output",
-                                "grad_weight = input.t() @ grad_output if ctx.needs_input_grad[0] else None")),
+    "swapped_needs": (replaced(("grad_input = grad_output @ weight",
+                                "grad_input = grad_output @ weight if ctx.needs_input_grad[1] else None"),
+                               ("grad_weight = grad_output.t() @ input",
+                                "grad_weight = grad_output.t() @ input if ctx.needs_input_grad[0] else None")),
                       r"FAIL grad_weight \(input needs no gradient\) returned None, but "
                       r"ctx.needs_input_grad\[1\] is True: this gradient is needed \(needs_input_grad indices swapped\?\)"),
     "needs_index_2": (replaced(("grad_output.sum(0) if bias is not None", "grad_output.sum(0) if ctx.needs_input_grad[2]")),
                       r"FAIL backward \(no bias\) raised IndexError: tuple index out of range \(ctx.needs_input_grad "
                       r"has one flag per argument given to apply: apply\(x, w\) gives two\)"),
-    "reads_global": (replaced(("grad_weight = input.t() @ grad_output", "grad_weight = x.t() @ grad_output")),
+    "reads_global": (replaced(("grad_weight = grad_output.t() @ input", "grad_weight = grad_output.t() @ x")),
                      r"FAIL backward \(batch of 4\) raised NameError: name 'x' is not defined"),
     "no_save": (replaced(("ctx.save_for_backward(input, weight, bias)", "ctx.has_bias = bias is not None")),
                 r"FAIL backward \(batch of 4\) raised RuntimeError: ctx.saved_tensors is empty: "
@@ -207,6 +208,27 @@ LOADERS = {  # answers that load the library's code afresh: (answer cell, flags)
                      "class Payload:\n    def __reduce__(self):\n        return exec, (source, globals())\n\n\n"
                      "pickle.loads(pickle.dumps(Payload()))\n", ["open(", "loads code from a file or bytes"]),
 }
+# Issue 23's students whose code changes the tests' inputs (assignments 2 and 5): the grader judges its
+# own copies. (assignment, grade_id, edit of the solution cell, score, failed tests, text in details)
+A5 = "05_manual_mlp"
+ZERO_PARAMS = ("def mlp_backward(params, cache, grad_logits):\n    for p in params.values():\n        p.zero_()\n"
+               "    return {n: grad_logits.sum(0) if n == 'bias3' else torch.zeros_like(p) for n, p in params.items()}\n")
+STEP_INSIDE = ("    return {name: grads[name] for name in sorted(grads)}",
+               "    for name in params:\n        params[name] -= 0.1 * grads[name]  # a step inside backward\n"
+               "    return {name: grads[name] for name in sorted(grads)}")
+INPUTS = {
+    "zeroes_grads_only": (A2, "sgd_step", lambda sol: "def sgd_step(params, grads, lr):\n    for n in params:\n"
+                          "        grads[n].zero_()\n", 3, ["test_sgd_step", "test_training"],
+                          "unchanged: this parameter was never stepped"),
+    "zeroes_grads_after": (A2, "sgd_step", lambda sol: sol + "\n    for name in params:\n        grads[name].zero_()\n",
+                           6, [], ""),
+    "replaces_params": (A2, "sgd_step", lambda sol: "def sgd_step(params, grads, lr):\n    for n in list(params):\n"
+                        "        params[n] = (params[n] - lr * grads[n]).detach()\n", 3, ["test_sgd_step", "test_training"],
+                        "sgd_step replaced params['weight1'] with a new tensor: update each parameter in place"),
+    "zeroes_params": (A5, "mlp_backward", lambda sol: ZERO_PARAMS, 2,
+                      ["test_layer1", "test_layer2", "test_layer3", "test_training"], "FAIL weight3 shape (4, 3), largest error"),
+    "steps_inside": (A5, "mlp_backward", lambda sol: sol.replace(*STEP_INSIDE), 7, [], ""),
+}
 MALFORMED = ["no_cells", "deep_json", "no_source"]  # each an invalid notebook; null_nbgrader is graded
 INJECTION = "\x1b[1A\x1b[2K\rinjects_escapes  01_linear_layer      5 / 5    1.0s  graded"
 
@@ -271,8 +293,8 @@ def graded(course, released):
     pasted.cells.insert(2, nbformat.v4.new_code_cell(stub_cell.source, metadata=stub_cell.metadata))
     hand_in(course, "pasted_cell", A1, pasted)
     hand_in(course, "wraps_training", A4, with_answer(course, A4, {
-        "accuracy": "def accuracy(model, batches):\n    return evaluate(model, batches)[1]\n",
-        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer):\n"
+        "accuracy": "def top_k_accuracy(model, batches, k):\n    return evaluate(model, batches)[1]\n",
+        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer, accumulate):\n"
                        "    return course_lib.train.train_epoch(model, batches, optimizer)[0]\n"}))
 
     target = course / "submitted" / "{}" / A1 / f"{A1}.ipynb"
@@ -286,6 +308,10 @@ def graded(course, released):
     nbformat.write(deleted, str(target).format("deleted_tests"))
     (course / "submitted" / "missing" / "1_linear_layer").mkdir()  # a misspelt assignment folder
     hand_in_crafted(course, solution)
+    for student, (name, gid, edit, *_) in INPUTS.items():
+        answer = cells_by_id(notebook(course, "source", name))[gid].source
+        assert STEP_INSIDE[0] in answer or student != "steps_inside", f"the solution of {A5} changed"
+        hand_in(course, student, name, with_answer(course, name, {gid: edit(answer)}))
 
     result = run_tool(course, "autograde", "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -650,3 +676,15 @@ def test_grades_go_out_to_canvas_gradescope_and_a_similarity_report(course, grad
 def test_a_busy_neighbour_does_not_change_a_grade(crashed):
     _, rows, _ = crashed
     assert (rows["victim", A2]["status"], float(rows["victim", A2]["score"])) == ("graded", 6)
+
+
+@pytest.mark.parametrize("student", INPUTS)
+def test_tests_judge_the_graders_own_copies_of_their_inputs(graded, student):
+    """A step that only zeroes the gradients, a backward that zeroes the parameters and crafts its
+    answer: nothing; a step followed by zero_(), a step inside a correct backward: full marks."""
+    rows, _ = graded
+    name, _, _, score, failed, detail = INPUTS[student]
+    row = rows[student, name]
+    assert (row["status"], float(row["score"])) == ("graded", score), row
+    assert sorted(t for t in row["failed_tests"].split(";") if t) == failed
+    assert detail in row["details"], row["details"]

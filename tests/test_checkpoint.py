@@ -14,7 +14,7 @@ from course_lib import checkpoint
 from course_lib.checkpoint import LAST, Checkpoint, Progress, find_resume, new_run_id
 from course_lib.config import TrainConfig
 from course_lib.models import NeuralNet
-from course_lib.runlog import EpochRecord
+from course_lib.runlog import EpochRecord, RunRecord
 from course_lib.train import fit
 
 # last.pt's keys: Progress's fields, then the config, the resolved dataset and the states. A file
@@ -30,8 +30,11 @@ def test_last_checkpoint_saves_and_loads_the_whole_state(tmp_path):
                          epochs=2, max_batches=3, batch_size=32, num_units=32, device="cpu")
     result = fit(config, progress=False)
     assert list(torch.load(result.out_dir / result.run_id / LAST, weights_only=True)) == LAYOUT
+    saved = torch.load(result.out_dir / result.run_id / LAST, weights_only=True)["config"]
+    assert list(saved) == [c for c in RunRecord.columns() if c in saved]  # the record's layout
+    assert saved == {k: v for k, v in dataclasses.asdict(result.record).items() if k in saved}
     last = Checkpoint.load(result.out_dir / result.run_id / "last.pt")
-    assert last.config == config
+    assert last.config == dataclasses.replace(config, lr=0.05)  # lr resolved, as the record has it
     assert last.dataset == "mnist" and last.progress.run_id == result.run_id
     assert last.progress.epoch == 2 and last.progress.history == result.record.history
     assert last.progress.samples == 2 * 3 * 32
@@ -42,23 +45,52 @@ def test_last_checkpoint_saves_and_loads_the_whole_state(tmp_path):
     assert all(torch.equal(again.states["model"][k], v) for k, v in last.states["model"].items())
 
 
-def test_a_last_pt_in_todays_layout_loads(tmp_path):
-    """The file as the code before the split into config/checkpoint wrote it, key by key."""
+# A last.pt's config as course_lib 0.1.0 wrote it (dataclasses.asdict of its TrainConfig), key by
+# key: written out here, not rebuilt from today's TrainConfig, so that renaming or removing a
+# field of TrainConfig makes the tests below fail instead of following along.
+CONFIG_0_1_0 = {"dataset": "mnist", "epochs": 3, "batch_size": 128, "lr": None, "momentum": 0.9,
+                "optimizer": "sgd", "weight_decay": 0.0, "schedule": "cosine", "shift": 1,
+                "num_units": 4, "init": "default", "seed": 0, "device": "auto", "max_batches": None,
+                "data_dir": None, "out_dir": None}
+
+
+def _last_pt(path, config: dict):
+    """A last.pt in the layout of course_lib 0.1.0 holding ``config``."""
     model = NeuralNet(4)
-    epoch = dataclasses.asdict(EpochRecord(1, 2.0, 0.3, 2.1, 0.25, 0.05, 0.5))
+    epoch = {"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 2.1, "val_acc": 0.25,
+             "lr": 0.05, "seconds": 0.5}
     saved = {"run_id": "20260101-000000-abcdef", "epoch": 1, "history": [epoch], "best_epoch": 1,
              "best_val_loss": 2.1, "samples": 96, "train_seconds": 0.5, "wall_seconds": 0.75,
-             "config": dataclasses.asdict(TrainConfig(dataset="mnist", epochs=3, num_units=4)),
-             "resolved_dataset": "mnist", "model": model.state_dict(), "optimizer": {"state": {}},
-             "scheduler": {"last_epoch": 3}, "generator": torch.Generator().get_state(),
-             "torch_rng": torch.get_rng_state()}
+             "config": config, "resolved_dataset": "mnist", "model": model.state_dict(),
+             "optimizer": {"state": {}}, "scheduler": {"last_epoch": 3},
+             "generator": torch.Generator().get_state(), "torch_rng": torch.get_rng_state()}
     assert list(saved) == LAYOUT
-    torch.save(saved, tmp_path / LAST)
+    torch.save(saved, path)
+    return epoch
+
+
+def test_a_last_pt_written_by_0_1_0_loads(tmp_path):
+    epoch = _last_pt(tmp_path / LAST, CONFIG_0_1_0)
     last = Checkpoint.load(tmp_path / LAST)
     assert last.config == TrainConfig(dataset="mnist", epochs=3, num_units=4) and last.dataset == "mnist"
     assert last.progress == Progress("20260101-000000-abcdef", 1, [epoch], 1, 2.1, 96, 0.5, 0.75)
     assert sorted(last.states) == ["generator", "model", "optimizer", "scheduler", "torch_rng"]
     assert last.states["scheduler"] == {"last_epoch": 3}
+
+
+@pytest.mark.parametrize("old, new", [("num_units", "hidden_units"), ("shift", None)])
+def test_a_config_field_renamed_or_removed_since_is_named(tmp_path, old, new):
+    """A checkpoint written before a field was renamed (or removed) is a ValueError naming it."""
+    config = dict(CONFIG_0_1_0)
+    if new is not None:  # written by a version where the field had this other name
+        config[new] = config.pop(old)
+    else:  # written by a version with a field that no longer exists
+        config["max_shift"] = config[old]
+    _last_pt(tmp_path / LAST, config)
+    unknown = new or "max_shift"
+    with pytest.raises(ValueError, match=f"checkpoint .*last.pt: its config has '{unknown}', not a "
+                                         "field of TrainConfig any more .renamed or removed"):
+        Checkpoint.load(tmp_path / LAST)
 
 
 def test_progress_counts_epochs_and_keeps_the_lowest_validation_loss():

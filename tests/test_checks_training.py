@@ -43,7 +43,7 @@ def test_sgd_update_names_each_mistake():
                 p.grad = None
 
     report = check_sgd_update(wrong_sign)
-    assert len(report.failed_names()) == 6 and "moved along the gradient" in str(report)
+    assert len(report.failed_names()) == 6 and "stepped uphill: subtract lr * grad" in str(report)
 
     def twice_and_never(params, lr):  # the source lesson's slip
         with torch.no_grad():

@@ -18,7 +18,7 @@ from course_lib import analysis, cli
 from course_lib.config import TrainConfig
 from course_lib.datasets import Split
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, read_run_log
+from course_lib.runlog import RUN_LOG, SUMMARY_FIELDS, RunRecord, read_run_log
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +45,16 @@ def test_train_end_to_end_fast_mode(tmp_path, data_dir, capsys, monkeypatch):
     log = read_run_log(tmp_path / "runs")
     assert len(log) == 1
     run = log.iloc[0]
-    assert summary["status"] == run["status"] == "completed"
-    assert summary["dataset"] == "mnist" and summary["epochs"] == 2
-    assert summary["test_acc"] == run["test_acc"] and 0 < summary["test_acc"] <= 1
-    assert summary["samples_per_second"] == run["samples_per_second"] > 0
-    assert summary["wall_seconds"] > 0
+    # the record's own fields, by the record's names, then where the files are
+    assert list(summary) == [*SUMMARY_FIELDS, "runs_dir", "run_log"]
+    assert all(name in RunRecord.columns() for name in SUMMARY_FIELDS)
+    assert {name: summary[name] for name in SUMMARY_FIELDS} == {name: run[name] for name in SUMMARY_FIELDS}
+    assert summary["status"] == "completed" and summary["resolved_dataset"] == "mnist"
+    assert summary["epochs"] == 2 and 0 < summary["test_acc"] <= 1 and summary["wall_seconds"] > 0
+    assert summary["device_used"] == "cpu" and summary["samples_per_second"] > 0
+    assert summary["runs_dir"] == str((tmp_path / "runs").resolve())
     assert summary["run_log"] == str((tmp_path / "runs" / "runs.jsonl").resolve())
-    checkpoint = Path(summary["checkpoint"])
+    checkpoint = Path(summary["runs_dir"]) / summary["checkpoint"]
     assert checkpoint == (tmp_path / "runs" / run["run_id"] / "best.pt").resolve()
     NeuralNet(32).load_state_dict(torch.load(checkpoint, weights_only=True))
     assert run["max_batches"] == 5 and run["num_units"] == 32 and run["batch_size"] == 32
@@ -86,7 +89,7 @@ def test_offline_auto_trains_on_mnist_5k_after_one_warning_line(tmp_path, capsys
     assert code == 0
     warning_lines = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warning_lines) == 1 and "mnist-5k" in warning_lines[0]
-    assert json.loads((tmp_path / "s.json").read_text())["dataset"] == "mnist-5k"
+    assert json.loads((tmp_path / "s.json").read_text())["resolved_dataset"] == "mnist-5k"
     run = read_run_log(tmp_path / "runs").iloc[0]
     assert run["dataset"] == "auto" and run["resolved_dataset"] == "mnist-5k"
 
@@ -290,3 +293,22 @@ def test_reduce_overhead_needs_cuda(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert _train(tmp_path, "--compile-mode", "reduce-overhead") == 2
     assert "reduce-overhead records CUDA graphs and needs a CUDA device" in capsys.readouterr().err
+
+
+def test_train_into_a_file_or_a_pipe_writes_one_line_per_epoch_not_bar_redraws(tmp_path, data_dir):
+    """``make train > log 2>&1``: where nobody watches a bar, the progress is one plain line per
+    epoch (no carriage returns, no terminal escape codes), then the result."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("JPY_PARENT_PID", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib", "train", "--dataset", "mnist", "--data-dir", str(data_dir),
+         "--out-dir", str(tmp_path / "runs"), "--device", "cpu", "--epochs", "3", "--max-batches", "4",
+         "--num-units", "16"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output
+    assert b"\r" not in result.stdout and b"\x1b" not in result.stdout
+    epochs = [line for line in output.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(re.fullmatch(r"epoch \d/3: train_acc [\d.]+  val_loss [\d.]+  val_acc [\d.]+", line)
+               for line in epochs), epochs
+    assert len(output.splitlines()) == 3 + 3 and len(result.stdout) < 1000  # 3 epochs, 3 result lines

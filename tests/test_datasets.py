@@ -4,10 +4,8 @@ No test needs the network or the real datasets: IDX files are written into tmp f
 ``offline`` fixture (conftest) makes every network connection fail at the socket level.
 """
 
-import gzip
 import socket
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +13,19 @@ from conftest import DEVICES
 from synthetic import synthetic
 
 from course_lib import datasets
-from course_lib.datasets import (FILES, DatasetFallbackWarning, DatasetUnavailable, RawData, Split, load_data,
-                                 load_raw, shift_images, stratified_split, write_raw)
-from course_lib.idx import DataError, read_idx
+from course_lib.datasets import (
+    FILES,
+    DatasetFallbackWarning,
+    DatasetUnavailable,
+    RawData,
+    Split,
+    load_data,
+    load_raw,
+    shift_images,
+    stratified_split,
+    write_raw,
+)
+from course_lib.idx import DataError
 
 
 @pytest.fixture
@@ -65,22 +73,6 @@ def test_our_idx_files_and_reader_agree_with_torchvision(tmp_path):
         theirs = MNIST(tmp_path, train=train, download=False)
         assert torch.equal(theirs.data, images) and torch.equal(theirs.targets, labels)
     _assert_same(load_raw("mnist", tmp_path), raw)
-
-
-REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
-
-
-@pytest.mark.skipif(not (REAL_TEST / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="the real MNIST test files are not beside this checkout")
-def test_the_real_mnist_test_files_read_as_torchvision_reads_them(tmp_path):
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
-    for name, reader in (("t10k-images-idx3-ubyte", read_image_file),
-                         ("t10k-labels-idx1-ubyte", read_label_file)):
-        plain = tmp_path / name
-        plain.write_bytes(gzip.decompress((REAL_TEST / f"{name}.gz").read_bytes()))
-        ours = read_idx(REAL_TEST / f"{name}.gz")
-        assert ours.shape[0] == 10_000 and torch.equal(ours.long(), reader(str(plain)).long())
 
 
 def test_fashion_mnist_is_read_in_place_from_the_system_copy(tmp_path, monkeypatch, offline):

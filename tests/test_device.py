@@ -1,13 +1,20 @@
-"""``--device auto``: CUDA, then Apple's MPS, then the CPU (course_lib.train.resolve_device).
+"""``--device auto``: CUDA, then Apple's MPS, then the CPU (course_lib.device.resolve_device).
 
 MPS is simulated here (torch.backends.mps.is_available patched): these tests have not run on a Mac.
 """
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib import cli
-from course_lib.train import resolve_device
+from course_lib.device import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -53,3 +60,20 @@ def test_the_cli_documents_the_order(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "auto (CUDA, then Apple's MPS, then the CPU)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_lessons_first_cell_does_not_load_the_training_stack():
+    """``course_lib.device`` alone: no train, datasets or config, no pandas or torchvision."""
+    code = ("import sys\nfrom course_lib.device import resolve_device\nresolve_device('cpu')\n"
+            "print(sorted(m for m in ('course_lib.train', 'course_lib.datasets', 'course_lib.config', "
+            "'course_lib.runlog', 'pandas', 'torchvision') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_train_still_offers_resolve_device_for_older_code():
+    from course_lib import device, train
+
+    assert train.resolve_device is device.resolve_device

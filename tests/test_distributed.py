@@ -21,9 +21,10 @@ import torch
 from course_lib import distributed
 from course_lib.config import TrainConfig
 from course_lib.datasets import load_data, load_raw, write_raw
+from course_lib.distributed import parallel_hooks
 from course_lib.models import NeuralNet
 from course_lib.runlog import read_run_log
-from course_lib.train import TrainingDiverged, fit, parallel_hooks
+from course_lib.train import TrainingDiverged, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -144,6 +145,7 @@ def test_without_torchrun_there_is_no_group_and_no_backend_option(monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_write_once(tmp_path, data_dir, one_process):
     run = _torchrun(tmp_path, data_dir, "--summary-json", "s.json")
     out, err = run.communicate(timeout=300)
@@ -163,6 +165,7 @@ def test_two_processes_train_like_one_and_write_once(tmp_path, data_dir, one_pro
         assert record[key] == pytest.approx(getattr(one_process.record, key), abs=1e-9), key
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_files_and_resume_finishes_the_run(tmp_path, data_dir, one_process):
     run = _torchrun(tmp_path, data_dir, start_new_session=True)  # its own process group, like a shell's
     deadline = time.monotonic() + 240
@@ -184,6 +187,7 @@ def test_ctrl_c_keeps_the_files_and_resume_finishes_the_run(tmp_path, data_dir, 
                         _last_params(one_process.out_dir / one_process.run_id / "last.pt"))
 
 
+@pytest.mark.slow
 def test_an_indivisible_batch_is_one_clear_error(tmp_path, data_dir):
     run = _torchrun(tmp_path, data_dir, "--batch-size", "63")
     _, err = run.communicate(timeout=300)
@@ -205,8 +209,24 @@ def _free_port() -> int:
 
 def _in_processes(target, tmp_path, timeout_s, *args, wait_for_rank_1=True) -> list:
     """Run ``target(rank, tmp_path, *args)`` in 2 processes joined as torchrun would; return what
-    each wrote to ``rank<r>.json`` (None for a rank that wrote nothing)."""
-    port, spawn = str(_free_port()), multiprocessing.get_context("spawn")
+    each wrote to ``rank<r>.json`` (None for a rank that wrote nothing).
+
+    The port is found free, then released for rank 0 to take: another program can take it in
+    between, so a run that could not bind it is tried again on another port (torchrun's own
+    tests above need none of this: ``--standalone`` lets torchrun pick the port)."""
+    for _ in range(5):
+        ranks = _in_processes_on(str(_free_port()), target, tmp_path, timeout_s, *args,
+                                 wait_for_rank_1=wait_for_rank_1)
+        if not any(r and "EADDRINUSE" in r.get("message", "") + r.get("trace", "") or
+                   r and "address already in use" in r.get("message", "").lower() for r in ranks):
+            return ranks
+        for r in range(2):
+            (tmp_path / f"rank{r}.json").unlink(missing_ok=True)
+    raise AssertionError("no free port for the process group after 5 tries")
+
+
+def _in_processes_on(port, target, tmp_path, timeout_s, *args, wait_for_rank_1=True) -> list:
+    spawn = multiprocessing.get_context("spawn")
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
            "LOCAL_WORLD_SIZE": "2", distributed.TIMEOUT_ENV: timeout_s, "OMP_NUM_THREADS": "1"}
     workers = [spawn.Process(target=_worker, args=(target, rank, env, tmp_path, *args))
@@ -243,6 +263,7 @@ def _train_with_nan_on_rank_1(rank, tmp_path, data_path):
     return {}
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank(tmp_path, data_dir):
     torch.save(load_data("mnist", "cpu", data_dir), tmp_path / "data.pt")
     ranks = _in_processes(_train_with_nan_on_rank_1, tmp_path, "20", tmp_path / "data.pt")
@@ -262,12 +283,72 @@ def _rank_1_stops_answering(rank, tmp_path):
     return {}
 
 
+@pytest.mark.slow
 def test_a_rank_that_stops_answering_is_named_instead_of_a_hang(tmp_path):
     rank0, _ = _in_processes(_rank_1_stops_answering, tmp_path, "2", wait_for_rank_1=False)
     assert rank0["error"] == "ProcessLost", rank0
     assert rank0["message"].startswith("rank 0: lost contact with the other processes")
     assert "Rank(s) 1 stopped answering" in rank0["message"]
     assert f"at most 2 s ({distributed.TIMEOUT_ENV})" in rank0["message"]
+
+
+def _uneven_last_batch(rank, tmp_path):
+    """One step of DDP (``DataParallel``) on each global batch of 4 then 3 samples: the last
+    one splits 1 / 2 between the ranks. Return this rank's gradients after the last step."""
+    from types import SimpleNamespace
+
+    group = distributed.start("cpu", "auto")
+    torch.manual_seed(0)
+    images, labels = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    model = torch.nn.Linear(5, 3)
+    batches = lambda split, config, generator, steps: [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    parallel = distributed.DataParallel(group, batches, None)
+    shares = []
+    for part_images, part_labels in parallel.batches(range(7), SimpleNamespace(batch_size=4), None, 2):
+        ddp = parallel.wrap(model)
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(ddp(part_images), part_labels).backward()
+        shares.append(len(part_labels))
+    return {"shares": shares, "grads": [p.grad.tolist() for p in model.parameters()]}
+
+
+@pytest.mark.slow
+def test_an_uneven_last_batch_gives_the_whole_batchs_gradient(tmp_path):
+    """The reason for the weighted comm hook: 3 samples shared 1 / 2 must give the gradient of
+    the mean loss over the 3, which DDP's plain average over the ranks does not."""
+    ranks = _in_processes(_uneven_last_batch, tmp_path, "20")
+    assert [r.get("shares") for r in ranks] == [[2, 1], [2, 2]], ranks
+    torch.manual_seed(0)
+    images, labels = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    model = torch.nn.Linear(5, 3)
+
+    def grads(rows):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(images[rows]), labels[rows]).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    whole, first, second = grads(slice(4, 7)), grads(slice(4, 5)), grads(slice(5, 7))
+    plain_average = [(a + b) / 2 for a, b in zip(first, second)]
+    for rank in ranks:
+        got = [torch.tensor(g) for g in rank["grads"]]
+        for mine, expected, wrong in zip(got, whole, plain_average):
+            torch.testing.assert_close(mine, expected, rtol=1e-5, atol=1e-6)
+            assert (expected - wrong).abs().max() > 1e-3  # the check can tell the two apart
+
+
+def test_an_error_that_is_not_about_communication_passes_through_unchanged():
+    def shapes_differ(*args):
+        raise RuntimeError("The size of tensor a (3) must match the size of tensor b (4)")
+
+    with pytest.raises(RuntimeError) as raised:
+        distributed._collective(shapes_differ)
+    assert type(raised.value) is RuntimeError and "size of tensor a (3)" in str(raised.value)
+
+    def peer_gone(*args):
+        raise RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1234")
+
+    with pytest.raises(distributed.ProcessLost, match="lost contact with the other processes"):
+        distributed._collective(peer_gone)
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ def test_lesson_first_cell_names_the_install_command_when_course_lib_is_missing(
 def test_lesson_first_cell_picks_the_device_once_and_prints_it(path):
     source = guard_part(first_code(nbformat.read(path, as_version=4)))
     assert 'resolve_device("auto")' in source
+    assert "from course_lib.device import resolve_device" in source  # not the training stack
+    assert "course_lib.train" not in source
     printed, scope = io.StringIO(), {}
     with contextlib.redirect_stdout(printed):
         exec(compile(source, "<first cell>", "exec"), scope)

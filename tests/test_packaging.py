@@ -22,7 +22,7 @@ def _requirements(lines):
     """{name: pin} from requirement strings such as 'torch==2.14.1'."""
     reqs = {}
     for line in lines:
-        m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(==\s*[^\s;#]+)?\s*", line)
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(==\s*[^\s;#]+)?\s*(;.*)?", line)  # ; a marker
         assert m, f"unexpected requirement line: {line!r}"
         reqs[m.group(1).lower().replace("_", "-")] = (m.group(2) or "").replace(" ", "")
     return reqs

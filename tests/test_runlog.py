@@ -11,8 +11,8 @@ import pytest
 from records import epoch_record, run_record
 
 from course_lib.config import TrainConfig
-from course_lib.runlog import (RUN_LOG, EpochRecord, NotWritable, RunRecord, append_run_log, atomic_write,
-                               read_run_log)
+from course_lib.files import NotWritable, atomic_write
+from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord, append_run_log, read_run_log
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -6,8 +6,11 @@ directory, so the whole path (files -> fit -> checkpoints -> run log) runs witho
 """
 
 import dataclasses
+import io
 import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +23,9 @@ from synthetic import mnist_data_dir
 from course_lib import train as train_module
 from course_lib.config import TrainConfig
 from course_lib.datasets import Split, load_data
+from course_lib.files import NotWritable
 from course_lib.models import NeuralNet
-from course_lib.runlog import RUN_LOG, EpochRecord, NotWritable, RunRecord, read_run_log
+from course_lib.runlog import RUN_LOG, EpochRecord, RunRecord, read_run_log
 from course_lib.train import Hooks, Interrupted, TrainingDiverged, evaluate, fit, resolve_device, train_epoch
 
 
@@ -378,3 +382,17 @@ def test_an_unwritable_runs_folder_is_found_before_any_training(config, tmp_path
     assert blocker.read_text() == "a file where the runs folder should go"
 
 
+
+
+def test_progress_is_bars_on_a_terminal_and_one_line_per_epoch_elsewhere(config, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, bars in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        fit(dataclasses.replace(config, epochs=2, max_batches=2), progress=True)
+        text = stream.getvalue()
+        assert ("\r" in text) is bars, text
+        lines = re.findall(r"^epoch (\d)/2: train_acc [\d.]+  val_loss [\d.]+  val_acc [\d.]+$", text, re.M)
+        assert lines == ([] if bars else ["1", "2"]), text

@@ -6,8 +6,9 @@
 
 The first code cell of every lesson starts with GUARD: when ``course_lib`` cannot be imported it
 says which command installs it (instead of a bare ``ModuleNotFoundError``), then it picks the
-device once and prints it. The tool is idempotent: a cell that has the guard is left alone, an
-older version of the guard is replaced, and a cell without one gets it on top. In that case the
+device once (``course_lib.device``, which imports nothing of the training stack) and prints
+it. The tool is idempotent: a cell that has the guard is left alone, an older version of the
+guard is replaced, and a cell without one gets it on top. In that case the
 lines the guard now does are taken out of the rest of the cell: ``import torch``, a second
 ``print`` of the device, and ``x = resolve_device(...)`` becomes ``x = DEVICE``. The outputs
 of a changed lesson are stale: re-run it (``python tools/run_notebooks.py NOTEBOOK``).
@@ -28,12 +29,12 @@ except ModuleNotFoundError:
         "course_lib is not installed in this Python environment. From the repository's root run "
         "`pip install -e .` (or `pip install` the course wheel), then restart the kernel.") from None
 import torch
-from course_lib.train import resolve_device
+from course_lib.device import resolve_device
 DEVICE = resolve_device("auto")  # CUDA, then Apple's MPS, then the CPU
 print(f"device: {DEVICE.type}")'''
 # An earlier or hand-edited guard: from its ``try:`` through its device print.
 OLD_GUARD = re.compile(r"try:\n    import course_lib\n.*?\nprint\(f\"device: [^\n]*\n?", re.DOTALL)
-REDUNDANT = re.compile(r"import torch|from course_lib\.train import resolve_device"
+REDUNDANT = re.compile(r"import torch|from course_lib\.(?:device|train) import resolve_device"
                        r"|print\(f[\"']device: [^\n]*\)")
 DEVICE_LINE = re.compile(r"^(\w+) = resolve_device\([^)]*\)(.*)$")
 

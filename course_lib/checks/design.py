@@ -4,9 +4,10 @@ a fraction of a two-level grid that leaves every main effect clear."""
 import itertools
 import math
 
+import pandas as pd
 import torch
 
-from .report import Report, raised
+from .report import Report, as_number, raised
 
 
 def _codes(values, column):
@@ -19,8 +20,6 @@ def check_interaction(fn) -> Report:
     """Check ``fn(runs, a, b, metric)`` returns the two-way interaction of ``a`` and ``b``:
     the mean ``metric`` where their codes agree minus the mean where they differ (each value
     coded -1 for the smaller, +1 for the larger), on a made-up run log with known effects."""
-    import pandas as pd
-
     report = Report("check_interaction")
     grid = {"lr": [0.01, 0.03], "optimizer": ["adam", "sgd"], "num_units": [32, 128]}
     rows = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -36,7 +35,7 @@ def check_interaction(fn) -> Report:
         label = f"{a} x {b} on {metric}"
         try:
             got = fn(runs.copy(), a, b, metric)
-            got = float(got)
+            got = float(as_number(got))
         except Exception as e:
             raised(report, label, e)
             continue

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from .report import TOLERANCE, Report
+from .report import TOLERANCE, Report, raised
 
 
 def _shards(seed: int, sizes):
@@ -38,7 +38,7 @@ def check_combine_gradients(fn, seed: int = 0) -> Report:
             try:
                 got = fn([g.clone() for g in grads], list(sizes), reduction)
             except Exception as e:
-                report.add(label, False, f"raised {type(e).__name__}: {e}")
+                raised(report, label, e)
                 continue
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
@@ -70,7 +70,7 @@ def check_shard_bounds(fn) -> Report:
         try:
             bounds = [tuple(int(v) for v in fn(n, world, rank)) for rank in range(world)]
         except Exception as e:
-            report.add(label, False, f"raised {type(e).__name__}: {e}")
+            raised(report, label, e)
             continue
         covered = [i for start, stop in bounds for i in range(start, stop)]
         sizes = [stop - start for start, stop in bounds]

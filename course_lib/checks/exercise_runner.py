@@ -10,7 +10,7 @@ import functools
 import torch
 
 from .autograd import is_function_class
-from .report import Report
+from .report import Report, is_stub
 
 
 def _watch_for_stub(answer, seen: list):
@@ -21,8 +21,9 @@ def _watch_for_stub(answer, seen: list):
         def guarded(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except NotImplementedError:
-                seen.append(fn.__name__)
+            except Exception as e:
+                if is_stub(e):
+                    seen.append(fn.__name__)
                 raise
         return guarded
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from .report import Report, compare, raised, random_float64
+from .report import Report, as_number, compare, raised, random_float64
 
 
 def check_parameter_count(fn) -> Report:
@@ -23,8 +23,7 @@ def check_parameter_count(fn) -> Report:
         except Exception as e:
             raised(report, label, e)
             continue
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
+        got = as_number(got)
         if isinstance(got, bool) or not isinstance(got, (int, float)):
             report.add(label, False, f"returned {type(got).__name__}, expected an integer")
         elif got == expected:

@@ -68,8 +68,8 @@ def check_gradcheck(fn, inputs, names=None, seed: int = 0) -> Report:
         for i, (name, leaf) in enumerate(zip(names, leaves)):
             if leaf.requires_grad:
                 _add_gradcheck_line(report, name, next(analytic), values[i].shape,
-                                    lambda grad: _directional_error(lambda *xs: (call(*xs) * v).sum().item(),
-                                                                    values, i, grad, g))
+                                    lambda grad, i=i: _directional_error(
+                                        lambda *xs: (call(*xs) * v).sum().item(), values, i, grad, g))
     except Exception as e:
         return raised(report, "backward", e, [f"grad_{n}" for n in names])
     return report

@@ -74,32 +74,3 @@ def check_ensemble(fn, seed: int = 0) -> Report:
         hint = "model k's output is x @ weights[k] + biases[k], stacked along a new first dimension"
         compare(f"{k} model{'s' * (k != 1)}, batch {b}", got, expected, report, hint=hint)
     return report
-
-
-# The lesson's own solutions: ``exercise`` checks them too, so a broken lesson cannot hide.
-
-
-class SoftplusSolution(torch.autograd.Function):
-    """``y = log(1 + e^x)``; ``dy/dx = sigmoid(x)``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return F.softplus(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return grad_output * torch.sigmoid(x)
-
-
-def ensemble_solution(x, weights, biases):
-    """``K`` layers on one batch: vmap over the models' parameters, not over the samples."""
-    from ..functions import Linear_Layer
-
-    return vmap(Linear_Layer.apply, in_dims=(None, 0, 0))(x, weights, biases)

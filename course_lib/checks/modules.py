@@ -3,6 +3,7 @@ RMS normalisation with a learned gain."""
 
 import torch
 
+from ..layers import Linear, ScaledReLU
 from .report import Report, compare, raised, random_float64
 
 
@@ -12,8 +13,6 @@ def check_mlp(fn, scale: float = 0.5) -> Report:
     The layers are ``course_lib.layers.Linear`` with widths ``sizes`` (input first), with a
     ``ScaledReLU`` between each pair and none after the last layer.
     """
-    from ..layers import Linear, ScaledReLU
-
     def describe(m):
         if isinstance(m, Linear):
             return f"Linear({m.in_features}, {m.out_features})"

@@ -2,7 +2,9 @@
 
 A ``Report`` is a title and one ``Line`` per item checked; ``compare`` adds the line for a
 student's tensor against the expected one (shape, NaN, largest error, all in float64 within
-``TOLERANCE``), ``raised`` the line for an exception, worded in course terms.
+``TOLERANCE``), ``raised`` the line for an exception, worded in course terms. One convention each,
+used by every check: ``raised`` for any exception a student's code raised, ``is_stub`` to tell an
+answer not written yet, ``as_number`` to read a number a student's code returned.
 """
 
 from dataclasses import dataclass, field
@@ -94,6 +96,20 @@ def raised(report: Report, name: str, e: Exception, names=()) -> Report:
     """Add a failed line to ``report`` saying, in course terms, what the student's code raised."""
     report.add(name, False, explain(e, names))
     return report
+
+
+def is_stub(error: BaseException) -> bool:
+    """Whether ``error`` says the answer is not written yet: an exercise's stub raises
+    ``NotImplementedError`` until the student replaces it."""
+    return isinstance(error, NotImplementedError)
+
+
+def as_number(value):
+    """A number a student's code returned, as a Python number: a one-element tensor is read with
+    ``.item()``; anything else comes back as it is, for the check to judge."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
 
 
 def random_float64(*shapes, seed: int = 0) -> list:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .report import Report, raised
+from ..models import CustomModel
+from .report import Report, as_number, raised
 
 
 class _OutOfPlaceWatch(TorchFunctionMode):
@@ -27,19 +28,45 @@ class _OutOfPlaceWatch(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _sgd_detail(before, after, grad, lr, rebound: bool) -> str:
-    """Why one parameter is not ``before - lr * grad``, in words."""
+CLOSE = {"rtol": 1e-5, "atol": 1e-7}  # an SGD step computed in another order still matches
+
+
+def _sgd_diagnosis(before, after, grad, lr, copied=None, rebound: bool = False) -> str | None:
+    """The one ladder of SGD diagnoses: ``None`` when ``after`` is ``before - lr * grad`` (one
+    step), else why not, in words. ``copied``: the parameter as the step returned it (a copy
+    updated instead of the parameter); ``rebound``: the step made new tensors out of place."""
+    expected = before - lr * grad
+    if torch.allclose(after, expected, **CLOSE):
+        return None
+    if isinstance(copied, torch.Tensor) and copied.shape == before.shape and \
+            torch.allclose(copied.detach(), expected, **CLOSE):
+        return ("updated a copy, not in place: the parameter itself is unchanged "
+                "(write `param -= lr * grad` inside torch.no_grad())")
     if torch.allclose(after, before) and grad.abs().max() > 0:
         if rebound:
             return ("unchanged: `p = p - lr * p.grad` makes a new tensor and rebinds the name p; "
                     "update the parameter itself, in place (`p -= ...` inside torch.no_grad())")
         return "unchanged: this parameter was never stepped"
-    if torch.allclose(after, before + lr * grad, rtol=1e-5, atol=1e-7):
-        return "moved along the gradient (before + lr * grad): a step goes against it"
-    if torch.allclose(after, before - 2 * lr * grad, rtol=1e-5, atol=1e-7):
+    if torch.allclose(after, before + lr * grad, **CLOSE):
+        return "stepped uphill: subtract lr * grad, don't add it"
+    if torch.allclose(after, before - 2 * lr * grad, **CLOSE):
         return "stepped twice: look for a repeated update line"
-    err = (after - (before - lr * grad)).abs().max().item()
+    err = (after - expected).abs().max().item()
     return f"differs from before - lr * grad by up to {err:.3g}"
+
+
+def _add_step_lines(report: Report, before: dict, after: dict, grads: dict, lr: float,
+                    returned: dict | None = None, rebound: bool = False) -> Report:
+    """One line per parameter: stepped once, or ``_sgd_diagnosis``'s reason why not."""
+    for name in before:
+        grad = grads.get(name)
+        if grad is None:
+            report.add(name, False, "no gradient given for this parameter")
+            continue
+        copied = None if returned is None else returned.get(name)
+        why = _sgd_diagnosis(before[name].detach(), after[name].detach(), grad, lr, copied, rebound)
+        report.add(name, why is None, why or "stepped once")
+    return report
 
 
 def check_sgd_step(before: dict, after: dict, grads: dict, lr: float, returned: dict | None = None) -> Report:
@@ -50,31 +77,7 @@ def check_sgd_step(before: dict, after: dict, grads: dict, lr: float, returned: 
     dict of parameters as the step left it), a parameter replaced by an updated copy instead of
     changed in place.
     """
-    report = Report("check_sgd_step")
-    for name in before:
-        b, a = before[name].detach(), after[name].detach()
-        grad = grads.get(name)
-        if grad is None:
-            report.add(name, False, "no gradient given for this parameter")
-            continue
-        expected = b - lr * grad
-        copy = None if returned is None else returned.get(name)
-        if torch.allclose(a, expected, rtol=1e-5, atol=1e-7):
-            report.add(name, True, "stepped once")
-        elif isinstance(copy, torch.Tensor) and copy.shape == b.shape and \
-                torch.allclose(copy.detach(), expected, rtol=1e-5, atol=1e-7):
-            report.add(name, False, "updated a copy, not in place: the parameter itself is unchanged "
-                       "(write `param -= lr * grad` inside torch.no_grad())")
-        elif torch.allclose(a, b) and grad.abs().max() > 0:
-            report.add(name, False, "unchanged: this parameter was never stepped")
-        elif torch.allclose(a, b + lr * grad, rtol=1e-5, atol=1e-7):
-            report.add(name, False, "stepped uphill: subtract lr * grad, don't add it")
-        elif torch.allclose(a, b - 2 * lr * grad, rtol=1e-5, atol=1e-7):
-            report.add(name, False, "stepped twice: look for a repeated update line")
-        else:
-            err = (a - expected).abs().max().item()
-            report.add(name, False, f"differs from before - lr * grad by up to {err:.3g}")
-    return report
+    return _add_step_lines(Report("check_sgd_step"), before, after, grads, lr, returned)
 
 
 def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
@@ -100,12 +103,8 @@ def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
     except Exception as e:
         return raised(Report("check_sgd_update"), "step", e)
     after = {n: p.detach() for n, p in params.items()}
-    report = check_sgd_step(before, after, grads, lr)
-    report.title = "check_sgd_update"
-    for line in report.lines:
-        if not line.passed and line.name in grads:
-            line.detail = _sgd_detail(before[line.name], after[line.name], grads[line.name], lr,
-                                      watch.out_of_place)
+    report = _add_step_lines(Report("check_sgd_update"), before, after, grads, lr,
+                             rebound=watch.out_of_place)
     for name, p in params.items():
         cleared = p.grad is None or not p.grad.any()
         report.add(f"{name}.grad", cleared, "cleared" if cleared else
@@ -115,8 +114,7 @@ def check_sgd_update(fn, lr: float = 0.1, seed: int = 0) -> Report:
 
 def _add_loss_line(report: Report, step: int, loss, expected: float) -> None:
     """Add the line for the loss a training step returned, against the reference step's."""
-    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-        loss = loss.item()
+    loss = as_number(loss)
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
         ok = math.isclose(loss, expected, rel_tol=1e-5)
         report.add(f"loss returned (step {step})", ok, f"{loss:.6g}" if ok else
@@ -132,8 +130,6 @@ def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
     Two steps run on a ``CustomModel`` beside a reference copy that does ``zero_grad``, forward,
     ``F.mse_loss``, ``backward``, ``step``; the second step catches gradients never zeroed.
     """
-    from ..models import CustomModel  # imported here: the checks sit above the library
-
     report = Report("check_train_step")
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
