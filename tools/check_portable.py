@@ -138,7 +138,7 @@ def parse_junit(path: Path) -> tuple:
             continue
         cells += 1
         for bad in list(case.findall("failure")) + list(case.findall("error")):
-            text = (bad.get("message") or "") + "\n" + (bad.text or "")
+            text = bad.text or bad.get("message") or ""  # the message is the text, cut short
             differed[int(match.group(1))] = ANSI.sub("", text).strip()
     return cells, differed
 
@@ -205,7 +205,8 @@ def report(runs: list, setups: list, full: bool) -> int:
         print("\nper cell (cell numbers count code cells from 0, as nbval's 'Cell N'):")
     for (notebook, number), seen in sorted(cells.items()):
         names = [name for name, _ in seen]
-        why = ("the saved output is stale: re-run make notebooks" if len(names) == len(setups)
+        why = ("the cell raised" if "caused an exception" in seen[0][1]
+               else "the saved output is stale: re-run make notebooks" if len(names) == len(setups)
                else "round-off: print a bound or fewer digits (README, Lessons)")
         print(f"  {where(notebook)} cell {number}: differs under {', '.join(names)}  ({why})")
         print(short(seen[0][1], 10_000 if full else 25))
