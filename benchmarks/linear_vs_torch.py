@@ -15,7 +15,7 @@ time per call (ours minus torch, medians):
    same network built from ``torch.nn.Linear`` with identical weights.
 
 Usage:
-    python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick]
+    python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick] [--batches 64 512]
 """
 
 import argparse
@@ -130,6 +130,8 @@ def main():
     parser.add_argument("--min-seconds", type=float, default=0.05,
                         help="length of one timed round (default 0.05)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.02 s, for a smoke run")
+    parser.add_argument("--batches", type=int, nargs="+", default=BATCHES,
+                        help=f"batch sizes (default {' '.join(map(str, BATCHES))})")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.min_seconds = 3, 0.02
@@ -140,9 +142,10 @@ def main():
     print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.min_seconds} s each")
     print_counts(device)
-    print_table("One layer, forward + backward per step", layer_table(device, args.rounds, args.min_seconds, BATCHES))
+    print_table("One layer, forward + backward per step",
+                layer_table(device, args.rounds, args.min_seconds, args.batches))
     print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)",
-                network_table(device, args.rounds, args.min_seconds, BATCHES))
+                network_table(device, args.rounds, args.min_seconds, args.batches))
 
 
 if __name__ == "__main__":

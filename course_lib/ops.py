@@ -26,8 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .fast import (autocast_args, check_args, is_column_major, linear_backward,
-                   linear_forward)
+from .fast import autocast_args, check_args, is_column_major, linear_backward, linear_forward
 
 WHERE = "course_lib::linear"
 

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from course_lib import fast
 from course_lib.counting import count_calls
-from course_lib.fast import (BUDGET_EXTRA_ATEN_OPS, BUDGET_EXTRA_CALLS, BUDGET_OWN_CALLS,
-                             FastLinear)
+from course_lib.fast import BUDGET_EXTRA_ATEN_OPS, BUDGET_EXTRA_CALLS, BUDGET_OWN_CALLS, FastLinear
 from course_lib.functions import Linear_Layer
 from course_lib.layers import Linear
 

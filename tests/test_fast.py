@@ -5,14 +5,23 @@ what is needed, the eager path without signature binding) does what it says."""
 import pytest
 import torch
 import torch.nn.functional as F
+from test_functions import (
+    AUTOCAST,
+    BAD_LINEAR,
+    CASES,
+    OpLog,
+    assert_same_grads,
+    column_major,
+    leaves,
+    make_inputs,
+    torch_linear,
+)
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, vmap
 
 from course_lib import fast
 from course_lib.fast import FastLinear, _EagerLinear
 from course_lib.functions import Linear_Layer
-from test_functions import (AUTOCAST, BAD_LINEAR, CASES, OpLog, assert_same_grads, column_major,
-                            leaves, make_inputs, torch_linear)
 
 LINEAR = [c for c in CASES if c[1] is Linear_Layer]  # (id, Function, oracle, shapes, requires)
 FAST = [("FastLinear.apply", FastLinear.apply), ("fast.linear", fast.linear)]

@@ -4,18 +4,26 @@ and the same under today's transforms: vmap (per-sample), torch.compile, autocas
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CUDA, DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from conftest import CUDA, DEVICES
 import course_lib  # noqa: F401  (registers torch.ops.course_lib.linear)
 from course_lib import fast
 from course_lib.fast import FastLinear
 from course_lib.functions import (
-    Cube, Exp, LearnedSiLU, Linear_Layer, ReLU, Sigmoid, Square, Tanh, linear_backward,
+    Cube,
+    Exp,
+    LearnedSiLU,
+    Linear_Layer,
+    ReLU,
+    Sigmoid,
+    Square,
+    Tanh,
+    linear_backward,
 )
 
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_lib import ManualLinear, NeuralNet
 from course_lib.manual import ManualMLP, cross_entropy, cross_entropy_backward, train_step
-from conftest import DEVICES
 
 
 def f_linear(x, w, b=None):
