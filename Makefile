@@ -14,7 +14,7 @@ TEST_ARGS  ?=
 SITE_ARGS  ?=
 
 .PHONY: help venv train test test-fast lab notebooks figures bench assignments autograde clean \
-        site site-test
+        site site-test portable
 
 help:
 	@echo "make venv         create .venv and install the pinned packages (every target does it first)"
@@ -58,6 +58,8 @@ lab: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) tools/run_notebooks.py
+
+portable: $(STAMP) ; $(PY) tools/check_portable.py $(PORTABLE_ARGS)
 
 figures: $(STAMP)
 	$(PY) assets/make_figures.py

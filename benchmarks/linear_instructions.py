@@ -1,4 +1,4 @@
-"""Instructions per forward+backward step of the 784->128 layer: ``Linear_Layer`` against ``F.linear``.
+"""Instructions per forward+backward step of one layer: the course's Functions against ``F.linear``.
 
 Wall-clock timings on a shared virtual machine swing by 10-20% from one round to the next, more
 than the few percent this comparison is about. Instruction counts do not: valgrind's callgrind
@@ -7,13 +7,15 @@ and batch size this script counts a process that runs 0 steps and one that runs 
 steps (after the same set-up and one warm-up step); the difference divided by ``--steps`` is the
 cost of one step, set-up and Python start-up cancelled out.
 
-Both contenders run the same BLAS kernels (see ``Linear``'s weight layout), so the difference is
-the overhead of the Python ``autograd.Function`` against PyTorch's built-in autograd nodes. Under
+The contenders: ``fast.linear`` (what ``course_lib.layers.Linear`` runs), the plain reference
+``Linear_Layer.apply`` (``--plain``) and ``F.linear``. The fast one runs the same BLAS kernels as
+``F.linear`` (see ``Linear``'s weight layout), so the difference is the overhead of a Python
+``autograd.Function`` against PyTorch's built-in autograd nodes. Under
 valgrind, MKL picks its AVX2 kernels (valgrind does not emulate AVX-512), so the counts describe
 that code path. One thread, as in a single-core measurement.
 
-Usage (needs valgrind; about 15 minutes on 2 cores):
-    python benchmarks/linear_instructions.py [--batches 64 512] [--steps 50]
+Usage (needs valgrind; about 15 minutes on 2 cores for the defaults):
+    python benchmarks/linear_instructions.py [--shape 784 128] [--batches 64 512] [--steps 50] [--plain]
 """
 
 import argparse
@@ -25,38 +27,38 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 
-def child(which: str, steps: int, batch: int) -> None:
+def child(which: str, steps: int, batch: int, shape: tuple) -> None:
     """Set up one contender, take a warm-up step, then ``steps`` more (what callgrind counts)."""
     import torch
     import torch.nn.functional as F
 
-    from course_lib import Linear, Linear_Layer
+    from course_lib import Linear, Linear_Layer, fast
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    ours = Linear(784, 128)
+    in_f, out_f = shape
+    ours = Linear(in_f, out_f)
     theirs = ours.to_torch()
-    x = torch.randn(batch, 784)  # the first layer's input is data: no gradient
-    grad = torch.randn(batch, 128)
-    if which == "ours":
-        fn, w, b = Linear_Layer.apply, ours.weight, ours.bias
-    else:
-        fn, w, b = F.linear, theirs.weight, theirs.bias
+    x = torch.randn(batch, in_f).requires_grad_(in_f != 784)  # the first layer's input is data
+    grad = torch.randn(batch, out_f)
+    fn, w, b = {"ours": (fast.linear, ours.weight, ours.bias),
+                "plain": (Linear_Layer.apply, ours.weight, ours.bias),
+                "torch": (F.linear, theirs.weight, theirs.bias)}[which]
 
     def step():
-        w.grad = b.grad = None
+        w.grad = b.grad = x.grad = None
         fn(x, w, b).backward(grad)
 
     for _ in range(1 + steps):
         step()
 
 
-def count(which: str, steps: int, batch: int) -> int:
+def count(which: str, steps: int, batch: int, shape: tuple) -> int:
     """Instructions executed by a child process (callgrind's ``Collected`` total)."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, __file__, "--child", which, str(steps), str(batch)],
+         sys.executable, __file__, "--child", which, str(steps), str(batch), *map(str, shape)],
         capture_output=True, text=True, env=env, check=True)
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if not match:
@@ -66,28 +68,38 @@ def count(which: str, steps: int, batch: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=2, default=[784, 128], metavar=("IN", "OUT"))
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--steps", type=int, default=50, help="steps counted per process (default 50)")
+    parser.add_argument("--plain", action="store_true", help="count the plain Linear_Layer too")
     parser.add_argument("--workers", type=int, default=2, help="valgrind processes at once (default 2)")
-    parser.add_argument("--child", nargs=3, metavar=("WHICH", "STEPS", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, metavar=("WHICH", "STEPS", "BATCH", "IN", "OUT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), int(args.child[2]))
+        which, steps, batch, in_f, out_f = args.child
+        child(which, int(steps), int(batch), (int(in_f), int(out_f)))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: sudo apt-get install valgrind)")
-    jobs = [(which, steps, batch) for batch in args.batches for which in ("ours", "torch")
+    contenders = ("ours", "plain", "torch") if args.plain else ("ours", "torch")
+    shape = tuple(args.shape)
+    jobs = [(which, steps, batch, shape) for batch in args.batches for which in contenders
             for steps in (0, args.steps)]
     with ThreadPoolExecutor(args.workers) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: count(*job), jobs)))
-    print(f"784->128 layer, forward + backward, instructions per step (callgrind, {args.steps} steps)")
-    print("| batch | Linear_Layer | F.linear | ratio |")
-    print("|--:|--:|--:|--:|")
+    print(f"{shape[0]}->{shape[1]} layer, forward + backward, instructions per step "
+          f"(callgrind, {args.steps} steps)")
+    names = {"ours": "fast.linear (Linear)", "plain": "Linear_Layer (plain)", "torch": "F.linear"}
+    print("| batch | " + " | ".join(names[w] for w in contenders) + " | ratio fast/F.linear "
+          "| fast minus F.linear |")
+    print("|--:|" + "--:|" * (len(contenders) + 2))
     for batch in args.batches:
-        per_step = {which: (counts[(which, args.steps, batch)] - counts[(which, 0, batch)]) / args.steps
-                    for which in ("ours", "torch")}
-        print(f"| {batch} | {per_step['ours']:,.0f} | {per_step['torch']:,.0f} | "
-              f"{per_step['ours'] / per_step['torch']:.3f} |")
+        per_step = {w: (counts[(w, args.steps, batch, shape)] - counts[(w, 0, batch, shape)])
+                    / args.steps for w in contenders}
+        cells = " | ".join(f"{per_step[w]:,.0f}" for w in contenders)
+        print(f"| {batch} | {cells} | {per_step['ours'] / per_step['torch']:.3f} "
+              f"| {per_step['ours'] - per_step['torch']:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
-"""Forward+backward time of ``Linear_Layer`` against ``torch.nn.functional.linear``, side by side.
+"""Forward+backward time of ``course_lib.layers.Linear``'s Function against ``F.linear``, side by side.
+
+"ours" is ``fast.linear``, what ``Linear`` runs (the production ``FastLinear``; the plain
+``Linear_Layer`` a student reads is not timed here). Before the timings, the counted cost of one
+forward + backward (aten operators dispatched, Python functions entered) against the budget in
+``course_lib.fast``: those counts are the same on every run, the timings are not.
 
 Two tables, each measured in one run with the two contenders interleaved round by round (so a
-noisy neighbour slows both alike); the median and the best round are reported:
+noisy neighbour slows both alike); the median and the best round are reported, and the extra
+time per call (ours minus torch, medians):
 
 1. One layer, forward + backward, at the course's shapes. As in ``NeuralNet``, the 784->128 layer's
    input needs no gradient (it is the data); the inner layers' inputs do.
@@ -9,7 +15,7 @@ noisy neighbour slows both alike); the median and the best round are reported:
    same network built from ``torch.nn.Linear`` with identical weights.
 
 Usage:
-    python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick]
+    python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick] [--batches 64 512]
 """
 
 import argparse
@@ -20,7 +26,8 @@ import torch.nn.functional as F
 from timing import compare
 from torch import nn
 
-from course_lib import Linear, Linear_Layer, NeuralNet
+from course_lib import Linear, NeuralNet, fast
+from course_lib.counting import count_calls
 
 SHAPES = [(784, 128), (128, 64), (64, 10)]
 BATCHES = [64, 512, 4096]
@@ -46,7 +53,7 @@ def layer_table(device, rounds, min_seconds, batches):
             grad = torch.randn(batch, out_f, device=device)
             times = compare(
                 {
-                    "ours": layer_step(Linear_Layer.apply, x, ours.weight, ours.bias, grad),
+                    "ours": layer_step(fast.linear, x, ours.weight, ours.bias, grad),
                     "torch": layer_step(F.linear, x, theirs.weight, theirs.bias, grad),
                 },
                 device, rounds, min_seconds,
@@ -88,12 +95,32 @@ def network_table(device, rounds, min_seconds, batches):
 def print_table(title, rows):
     print(f"\n{title}")
     print("| case | batch | ours median (us) | torch median (us) | ratio of medians "
-          "| ours best (us) | torch best (us) | ratio of best |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+          "| ours best (us) | torch best (us) | ratio of best | extra per call (us) |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for case, batch, (ours_med, ours_best), (theirs_med, theirs_best) in rows:
         print(f"| {case} | {batch} | {ours_med * 1e6:.1f} | {theirs_med * 1e6:.1f} | "
               f"{ours_med / theirs_med:.3f} | {ours_best * 1e6:.1f} | {theirs_best * 1e6:.1f} | "
-              f"{ours_best / theirs_best:.3f} |")
+              f"{ours_best / theirs_best:.3f} | {(ours_med - theirs_med) * 1e6:+.1f} |")
+
+
+def print_counts(device):
+    """The counted cost of one 128->64 forward + backward at batch 64, and the budget."""
+    torch.manual_seed(0)
+    ours = Linear(128, 64, device=device)
+    theirs = ours.to_torch()
+    x = torch.randn(64, 128, device=device, requires_grad=True)
+    grad = torch.randn(64, 64, device=device)
+    mine = count_calls(layer_step(fast.linear, x, ours.weight, ours.bias, grad))
+    base = count_calls(layer_step(F.linear, x, theirs.weight, theirs.bias, grad))
+    print("\nCounted per forward + backward, 128->64 at batch 64 (the same on every run)")
+    print("| | fast.linear | F.linear | extra | budget for extra |")
+    print("|---|--:|--:|--:|--:|")
+    print(f"| aten operators dispatched | {len(mine.aten_ops)} | {len(base.aten_ops)} | "
+          f"{len(mine.aten_ops) - len(base.aten_ops):+d} | {fast.BUDGET_EXTRA_ATEN_OPS:+d} |")
+    print(f"| Python functions entered | {mine.python_calls} | {base.python_calls} | "
+          f"{mine.python_calls - base.python_calls:+d} | {fast.BUDGET_EXTRA_CALLS:+d} |")
+    print(f"| of them course_lib's own | {len(mine.own_calls)} | {len(base.own_calls)} | "
+          f"{len(mine.own_calls) - len(base.own_calls):+d} | {fast.BUDGET_OWN_CALLS:+d} |")
 
 
 def main():
@@ -103,6 +130,8 @@ def main():
     parser.add_argument("--min-seconds", type=float, default=0.05,
                         help="length of one timed round (default 0.05)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.02 s, for a smoke run")
+    parser.add_argument("--batches", type=int, nargs="+", default=BATCHES,
+                        help=f"batch sizes (default {' '.join(map(str, BATCHES))})")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.min_seconds = 3, 0.02
@@ -112,9 +141,11 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.min_seconds} s each")
-    print_table("One layer, forward + backward per step", layer_table(device, args.rounds, args.min_seconds, BATCHES))
+    print_counts(device)
+    print_table("One layer, forward + backward per step",
+                layer_table(device, args.rounds, args.min_seconds, args.batches))
     print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)",
-                network_table(device, args.rounds, args.min_seconds, BATCHES))
+                network_table(device, args.rounds, args.min_seconds, args.batches))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Linear Layer from Scratch: the companion library of the course.
 
 The pieces, in the order the lessons meet them:
-    functions  autograd Functions (``Linear_Layer`` and the gallery)
+    functions  autograd Functions (the plain ``Linear_Layer`` and the gallery)
+    fast       ``FastLinear``: ``Linear_Layer`` with the production concerns, what ``Linear`` runs
+    counting   a call's cost counted (aten operators, Python calls), lesson 09 and the budget test
     manual     ``ManualLinear``, the same layer with a hand-called backward
     layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
     models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``

@@ -13,7 +13,12 @@ PyTorch batches ``forward`` and ``backward`` by itself. Backward passes are writ
 (differentiable) torch ops, so double backward works too (``torch.autograd.gradgradcheck``); that
 is why none of them is ``once_differentiable``, and no output needs ``mark_non_differentiable``
 (every output is a float that depends smoothly, almost everywhere, on the inputs).
+
+``Linear_Layer`` here is the reference a student reads: the three formulas and nothing else.
+``course_lib.fast.FastLinear`` computes the same numbers with the production concerns added.
 """
+
+import math
 
 import torch
 from torch import Tensor
@@ -53,9 +58,11 @@ def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor, where: str) -> 
 
 
 def check_linear_args(input, weight, bias=None, where: str = "Linear_Layer") -> None:
-    """Validate the arguments of ``input @ weight + bias`` (weight shaped ``(n_in, n_out)``)."""
-    if _linear_args_ok(input, weight, bias):  # the common case, in one expression (see below)
-        return
+    """Raise a clear error unless ``input @ weight + bias`` is well formed.
+
+    ``input`` ``(*, n_in)``, ``weight`` ``(n_in, n_out)`` and ``bias`` ``(n_out,)`` or ``None``:
+    floating point, one dtype, one device. ``where`` names the caller in the message.
+    """
     check_floating("input", input, where)
     check_floating("weight", weight, where)
     if weight.dim() != 2:
@@ -83,158 +90,97 @@ def check_linear_args(input, weight, bias=None, where: str = "Linear_Layer") -> 
         check_same("bias", bias, "weight", weight, where)
 
 
-def autocast_args(input, weight, bias=None):
-    """The arguments as ``F.linear`` sees them under ``torch.autocast``: cast to its dtype.
+# ---------------------------------------------------------------------------------------------
+# The Linear layer: Y = X W + b, with W shaped (n_in, n_out) as in the lessons.
+# This is the reference version a student reads. course_lib.fast.FastLinear computes the same
+# numbers with the production concerns added (autocast, memory order, a fused addmm, a cheap
+# validation path); course_lib.layers.Linear uses that one.
+# ---------------------------------------------------------------------------------------------
 
-    Inside ``torch.autocast(device_type)`` a matmul runs in the autocast dtype (bfloat16 on the
-    CPU, float16 by default on CUDA): float32 and other low-precision tensors are cast to it;
-    float64 tensors are left alone, as autocast leaves them. Outside autocast nothing changes.
+
+def rows(t: Tensor) -> Tensor:
+    """``(*, n) -> (N, n)``: every leading dimension folded into one of ``N`` rows.
+
+    ``N`` is the product of the leading sizes (1 for a 1-D ``t``, 0 if one of them is 0).
+    ``reshape`` with explicit sizes, not ``flatten`` or ``-1``: it folds zero-size tensors too,
+    and batched-gradient checks (``check_batched_grad``) can batch it.
     """
-    if not isinstance(weight, Tensor):
-        return input, weight, bias
-    device_type = weight.device.type
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
-        return input, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-
-    def cast(t):
-        eligible = isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64
-        return t.to(dtype) if eligible else t
-
-    return cast(input), cast(weight), cast(bias)
-
-
-# ---------------------------------------------------------------------------------------------
-# The Linear layer: y = x W + b, with W shaped (n_in, n_out) as in the lessons.
-# ---------------------------------------------------------------------------------------------
-
-
-def _rows(t: Tensor) -> Tensor:
-    """``(*, n) -> (N, n)``: every leading dimension folded into rows (zero-size ones too)."""
-    return t.unsqueeze(0) if t.dim() == 1 else t.flatten(0, -2)
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``y = x W + b`` for ``x`` ``(*, n_in)``, ``W`` ``(n_in, n_out)`` and ``b`` ``(n_out,)``."""
-    if input.dim() >= 2 and bias is not None:
-        return _addmm(bias, input, weight)  # performance detail, see the end of this section
-    output = input.matmul(weight)  # (*, n_in) @ (n_in, n_out) -> (*, n_out)
+    """``Y = X W + b`` for ``X`` ``(*, n_in)``, ``W`` ``(n_in, n_out)``, ``b`` ``(n_out,)`` or None."""
+    output = input @ weight  # (*, n_in) @ (n_in, n_out) -> (*, n_out)
     if bias is not None:
-        output = output + bias  # broadcast over every leading dimension
+        output = output + bias  # (n_out,) broadcast over every leading dimension
     return output
 
 
-def linear_backward(grad_output, input, weight, needs=(True, True, True),
-                    weight_column_major=False):
-    """Gradients of ``y = x W + b`` given ``grad_output = dL/dy``, only those asked for.
+def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor, needs=(True, True, True)):
+    """The three gradients of ``Y = X W + b`` given ``G = dL/dY``, only those asked for.
 
-    ``needs`` says which of ``(input, weight, bias)`` need a gradient: a backward passes its
-    ``ctx.needs_input_grad`` (three flags from ``Linear_Layer.apply``, which fills in
-    ``bias=None``; two from the custom op ``course_lib.linear`` called without a bias).
-    Returns ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed::
+    ``needs`` says which of ``(input, weight, bias)`` need a gradient (a backward passes its
+    ``ctx.needs_input_grad``; two flags mean there is no bias). Returns
+    ``(grad_input, grad_weight, grad_bias)`` with ``None`` for each one not needed::
 
-        grad_input  = dL/dy @ W^T    (*, n_out) @ (n_out, n_in) -> (*, n_in)
-        grad_weight = x^T @ dL/dy    (n_in, N) @ (N, n_out)     -> (n_in, n_out)
-        grad_bias   = sum of dL/dy over every row              -> (n_out,)
+        grad_input  = G @ W.T         (*, n_out) @ (n_out, n_in) -> (*, n_in)
+        grad_weight = X.T @ G         (n_in, N) @ (N, n_out)     -> (n_in, n_out)
+        grad_bias   = G.sum(0)        summed over all N rows     -> (n_out,)
 
-    where N is the number of rows once the leading dimensions are folded (``_rows``).
-    ``weight`` may be ``None`` when the input needs no gradient, and ``input`` when the weight
-    needs none. ``weight_column_major`` is a performance detail (see the end of this section).
+    with every leading dimension of ``X`` and ``G`` folded into ``N`` rows (``rows``).
+    ``weight`` may be ``None`` when the input needs no gradient, ``input`` when the weight needs none.
     """
     needs_input, needs_weight, needs_bias = (*needs, False)[:3]
     grad_input = grad_weight = grad_bias = None
     if needs_input:
-        grad_input = grad_output.matmul(weight.t())
+        grad_input = grad_output @ weight.T
     if needs_weight:
-        grad_weight = _weight_grad(_rows(input), _rows(grad_output), weight_column_major)
+        grad_weight = rows(input).T @ rows(grad_output)
     if needs_bias:
-        grad_bias = _rows(grad_output).sum(0)
+        grad_bias = rows(grad_output).sum(0)
     return grad_input, grad_weight, grad_bias
 
 
 class Linear_Layer(torch.autograd.Function):
-    """``y = x W + b``; ``dL/dx = dL/dy W^T``, ``dL/dW = x^T dL/dy``, ``dL/db = sum_rows dL/dy``.
+    """``Y = X W + b``; ``dL/dX = G W^T``, ``dL/dW = X^T G``, ``dL/db = sum_rows G`` (``G = dL/dY``).
 
     ``Linear_Layer.apply(input, weight, bias=None)`` with input ``(*, n_in)``, weight
-    ``(n_in, n_out)`` and an optional bias ``(n_out,)``. Under
-    ``torch.autocast`` it computes in the autocast dtype as ``F.linear`` does, and the gradients
-    come back in each input's own dtype (float32 parameters get float32 gradients).
+    ``(n_in, n_out)`` and an optional bias ``(n_out,)``. For training under ``torch.autocast``
+    use ``course_lib.fast.FastLinear`` (what ``course_lib.layers.Linear`` runs): same numbers,
+    production concerns added.
     """
 
     generate_vmap_rule = True  # forward and backward are plain torch ops: vmap can batch them
 
     @staticmethod
     def forward(input, weight, bias=None):
-        input, weight, bias = autocast_args(input, weight, bias)
-        check_linear_args(input, weight, bias)
+        check_linear_args(input, weight, bias)  # a clear error before any matmul
         return linear_forward(input, weight, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias = (*inputs, None)[:3]  # apply(input, weight) passes no bias
-        needs = ctx.needs_input_grad
-        # Save only what backward will use: dL/dx needs W, dL/dW needs x, dL/db needs neither.
+        input, weight = inputs[:2]
+        needs = ctx.needs_input_grad  # one flag per argument of apply: (input, weight[, bias])
+        # Save only what backward will use: dL/dX needs W, dL/dW needs X, dL/db needs neither.
         ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
-        ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.weight_column_major = is_column_major(weight)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        low = grad_output.dtype
-        autocast = any(dtype not in (None, low) for dtype in ctx.dtypes)
-        if autocast:  # forward computed in grad_output's lower dtype: backward does too
-            input = None if input is None else input.to(low)
-            weight = None if weight is None else weight.to(low)
-        grads = linear_backward(grad_output, input, weight, ctx.needs_input_grad,
-                                ctx.weight_column_major)
-        if autocast:  # each gradient in its input's own dtype: float32 for float32 parameters
-            grads = tuple(None if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes))
-        return grads
+        return linear_backward(grad_output, input, weight, ctx.needs_input_grad)
 
 
-# ----- Performance detail (read the plain version above first) -------------------------------
-# 1. check_linear_args runs on every call: its common case is one boolean expression.
-# 2. An input with rows and a bias uses one fused addmm: no second pass over the output for + b,
-#    and one rounding instead of two in a low-precision dtype (as F.linear does).
-# 3. course_lib.layers.Linear stores its (n_in, n_out) weight column by column, as nn.Linear
-#    stores its (n_out, n_in) weight, so x @ W runs the same BLAS calls as F.linear. grad_weight
-#    is then written in that same memory order, so autograd accumulates it into .grad without
-#    a copy.
+# Names that moved to course_lib.fast with the production concerns, importable here as before.
+_MOVED_TO_FAST = {"autocast_args", "is_column_major", "_addmm", "_weight_grad", "_linear_args_ok"}
+_rows = rows  # its name before it became public
 
 
-def _linear_args_ok(input, weight, bias) -> bool:
-    try:
-        dtype, device = weight.dtype, weight.device
-        return bool(
-            weight.is_floating_point() and input.dtype == dtype and weight.dim() == 2
-            and input.dim() > 0 and input.shape[-1] == weight.shape[0] and input.device == device
-            and (bias is None or (
-                bias.dtype == dtype and bias.dim() == 1 and bias.shape[0] == weight.shape[1]
-                and bias.device == device))
-        )
-    except (AttributeError, IndexError, TypeError):
-        return False  # not tensors: diagnosed by the detailed checks
+def __getattr__(name):
+    if name in _MOVED_TO_FAST:
+        from . import fast  # fast imports this module: import it only when asked
 
-
-def _addmm(bias: Tensor, input: Tensor, weight: Tensor) -> Tensor:
-    if input.dim() == 2:
-        return torch.addmm(bias, input, weight)  # b + (B, n_in) @ (n_in, n_out) -> (B, n_out)
-    output = torch.addmm(bias, _rows(input), weight)  # (*, n_in) -> (N, n_in) -> (N, n_out)
-    return output.view(*input.shape[:-1], weight.shape[1])  # -> (*, out)
-
-
-def is_column_major(weight: Tensor) -> bool:
-    """True when ``weight`` (n_in, n_out) is stored as nn.Linear stores its (n_out, n_in) weight."""
-    return weight.dim() == 2 and weight.stride(0) == 1 and weight.stride(1) != 1
-
-
-def _weight_grad(input_2d: Tensor, grad_2d: Tensor, column_major: bool) -> Tensor:
-    """``x^T @ dL/dy`` -> (n_in, n_out), in the weight's memory order."""
-    if column_major:
-        # (x^T g) = (g^T x)^T: the same numbers, written column by column.
-        return grad_2d.t().mm(input_2d).t()
-    return input_2d.t().mm(grad_2d)
+        return getattr(fast, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +331,10 @@ class LearnedSiLU(torch.autograd.Function):
         except RuntimeError:
             shape = None
         if shape != x.shape:
+            per_feature = f" or one per feature (shape ({x.shape[-1]},))" if x.dim() else ""
             raise ValueError(
                 f"LearnedSiLU: slope of shape {_shape(slope)} does not broadcast to x of shape "
-                f"{_shape(x)}; use a scalar slope or one per feature (shape ({x.shape[-1]},))"
+                f"{_shape(x)}; use a scalar slope (shape ()){per_feature}"
             )
         return slope * (x * torch.sigmoid(x))
 

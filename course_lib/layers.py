@@ -1,4 +1,4 @@
-"""``nn.Module`` layers built on the hand-written Functions in ``course_lib.functions``."""
+"""``nn.Module`` layers built on the hand-written Functions (``functions``; ``fast`` for ``Linear``)."""
 
 import math
 import numbers
@@ -6,7 +6,8 @@ import numbers
 import torch
 from torch import nn
 
-from .functions import LearnedSiLU, Linear_Layer, ReLU
+from . import fast
+from .functions import LearnedSiLU, ReLU
 
 
 def _check_size(name: str, value) -> int:
@@ -18,7 +19,7 @@ def _check_size(name: str, value) -> int:
 
 
 class Linear(nn.Module):
-    """A fully connected layer ``y = x W + b`` computed by ``Linear_Layer``.
+    """A fully connected layer ``Y = X W + b`` computed by ``fast.FastLinear``.
 
     Unlike ``torch.nn.Linear`` the weight is stored as ``(in_features, out_features)``, the layout
     the lessons derive. Initialisation matches ``nn.Linear`` exactly: with the same seed, this
@@ -58,7 +59,7 @@ class Linear(nn.Module):
                 nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        return Linear_Layer.apply(input, self.weight, self.bias)
+        return fast.linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (

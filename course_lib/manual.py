@@ -19,9 +19,7 @@ import numbers
 import torch
 from torch import nn
 
-from .functions import (
-    check_floating, check_linear_args, check_same, is_column_major, linear_backward, linear_forward,
-)
+from .functions import check_floating, check_linear_args, check_same, linear_backward, linear_forward
 from .layers import Linear
 
 
@@ -68,8 +66,7 @@ class ManualLinear:
         with torch.no_grad():
             needs = (self.input.requires_grad, self.weight.requires_grad,
                      bias is not None and bias.requires_grad)
-            return linear_backward(grad_output, self.input, self.weight, needs,
-                                   weight_column_major=is_column_major(self.weight))
+            return linear_backward(grad_output, self.input, self.weight, needs)
 
 
 # ---------------------------------------------------------------------------------------------

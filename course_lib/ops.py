@@ -1,11 +1,11 @@
 """The Linear layer as a PyTorch operator: ``torch.ops.course_lib.linear(input, weight, bias)``.
 
-``Linear_Layer`` (an autograd Function) is Python that ``torch.compile`` has to trace through. A
-custom op registered with ``torch.library`` is, to PyTorch, an operator like ``aten::addmm``:
+``FastLinear`` (an autograd Function, ``fast.py``) is Python that ``torch.compile`` has to trace
+through. A custom op registered with ``torch.library`` is, to PyTorch, an operator like ``aten::addmm``:
 compiled graphs call it as one opaque node, and it works with every part of PyTorch that asks an
 operator these questions, each answered here once:
 
-* what does it compute?         the implementation (the same ``linear_forward`` as the Function)
+* what does it compute?         the implementation (the same ``linear_forward`` as ``FastLinear``)
 * what shape will it return?    the fake implementation, run on shapes alone (``register_fake``)
 * what is its gradient?         ``register_autograd`` (the same ``linear_backward``)
 * how is it batched?            ``register_vmap``: ``torch.vmap`` over samples is more rows for
@@ -17,7 +17,7 @@ operator these questions, each answered here once:
 ``torch.library.opcheck`` tests that the first three agree; tests/test_ops.py checks all five
 against ``F.linear``. Not answered in torch 2.14: ``torch.func.grad`` (so ``vmap(grad(...))``)
 refuses the op, as ``register_autograd`` builds an old-style autograd.Function (pytorch/pytorch
-issue 170834); ``.backward()`` works, vmapped or not, and ``Linear_Layer`` serves ``torch.func``.
+issue 170834); ``.backward()`` works, vmapped or not, and ``FastLinear`` serves ``torch.func``.
 The op is registered when ``course_lib`` is imported. Weight shaped ``(n_in, n_out)`` as in the lessons.
 """
 
@@ -26,8 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .functions import (autocast_args, check_linear_args, is_column_major, linear_backward,
-                        linear_forward)
+from .fast import autocast_args, check_args, is_column_major, linear_backward, linear_forward
 
 WHERE = "course_lib::linear"
 
@@ -35,13 +34,13 @@ WHERE = "course_lib::linear"
 @torch.library.custom_op(WHERE, mutates_args=())
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y = x W + b`` for ``x`` ``(*, n_in)``, ``W`` ``(n_in, n_out)``, ``b`` ``(n_out,)`` or None."""
-    check_linear_args(input, weight, bias, where=WHERE)
+    check_args(input, weight, bias, where=WHERE)
     return linear_forward(input, weight, bias)
 
 
 @linear.register_fake
 def _(input, weight, bias=None):
-    check_linear_args(input, weight, bias, where=WHERE)
+    check_args(input, weight, bias, where=WHERE)
     return input.new_empty((*input.shape[:-1], weight.shape[1]))  # (*, n_in) -> (*, n_out)
 
 
@@ -71,7 +70,7 @@ def _vmap(info, in_dims, input, weight, bias=None):
     args = autocast_args(input, weight, bias)  # vmap comes before autocast: cast here first
     dims = (*in_dims, None)[:3]  # a call without bias has two in_dims
     sample = [_one_sample(t, d) for t, d in zip(args, dims)]
-    check_linear_args(*sample, where=WHERE)  # errors quote one sample's shapes, as the user wrote
+    check_args(*sample, where=WHERE)  # errors quote one sample's shapes, as the user wrote
     input, weight, bias = (t if d is None else t.movedim(d, 0) for t, d in zip(args, dims))
     if dims[1] is None and dims[2] is None:  # shared weight and bias: the samples are more rows
         return linear(input, weight, bias), 0  # (B, *, n_in) -> (B, *, n_out), the op itself

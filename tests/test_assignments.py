@@ -4,15 +4,17 @@ students; every score and status line is read from the score table the tool writ
 
 The class: ``perfect`` (the solutions typed into the release) and ``untouched`` (the release as
 handed out) for every assignment in ``assignments/source/``; for assignment 1, a student for each
-usual mistake (``MISTAKES``), each cheat (``CHEATS``), a copy-pasted answer cell, and four bad
-files (``BAD``); for assignment 4 a student who wraps the library's training loop. A second small
-course runs assignment 2 under short limits with the students that crash (``CRASHES``): a dying
-process, a loop that ignores interrupts, 100 MB of output, 8 GB of memory, a notebook that deletes
-files.
+usual mistake (``MISTAKES``), each cheat (``CHEATS``, ``LINKS``, ``LOADERS``), a copy-pasted answer
+cell, four bad files (``BAD``), the crafted files of issue 23 (``MALFORMED``), an honest ``len`` and
+an escape-sequence injection; for assignments 2 and 5 the students whose code changes the tests'
+inputs (``INPUTS``); for assignment 4 a student who wraps the library's training loop. A
+second small course runs assignment 2 under short limits with the students that crash
+(``CRASHES``): a dying process, a loop that ignores interrupts, 100 MB of output, 8 GB of memory, a
+notebook that deletes files, ten busy forked children, and an honest ``victim`` graded beside them.
 """
 
 import csv
-import importlib.util
+import json
 import os
 import re
 import shutil
@@ -33,9 +35,9 @@ ASSIGNMENTS = sorted(p.name for p in (REPO / "assignments" / "source").iterdir()
 A1, A2, A4 = "01_linear_layer", "02_manual_backward", "04_train_mnist"
 BAD = ["bad_json", "renamed", "missing", "deleted_tests"]
 
-spec = importlib.util.spec_from_file_location("assignments_tool", TOOL_PATH)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from grader import course as tool  # noqa: E402
+from grader import grading  # noqa: E402
+from grader.exports import check_gradescope  # noqa: E402
 
 
 def env() -> dict:
@@ -116,16 +118,16 @@ MISTAKES = {
                        r"FAIL grad_bias \(batch of 4\) shape \(3,\), largest error [\d.]+ at index"),
     "no_batch_sum": (replaced(("grad_output.sum(0) if bias", "grad_output if bias")),
                      r"FAIL grad_bias \(batch of 4\) shape \(4, 3\), expected \(3,\) \(not summed over the batch\?\)"),
-    "swapped_needs": (replaced(("grad_input = grad_output @ weight.t()",
-                                "grad_input = grad_output @ weight.t() if ctx.needs_input_grad[1] else None"),
-                               ("grad_weight = input.t() @ grad_output",
-                                "grad_weight = input.t() @ grad_output if ctx.needs_input_grad[0] else None")),
+    "swapped_needs": (replaced(("grad_input = grad_output @ weight",
+                                "grad_input = grad_output @ weight if ctx.needs_input_grad[1] else None"),
+                               ("grad_weight = grad_output.t() @ input",
+                                "grad_weight = grad_output.t() @ input if ctx.needs_input_grad[0] else None")),
                       r"FAIL grad_weight \(input needs no gradient\) returned None, but "
                       r"ctx.needs_input_grad\[1\] is True: this gradient is needed \(needs_input_grad indices swapped\?\)"),
     "needs_index_2": (replaced(("grad_output.sum(0) if bias is not None", "grad_output.sum(0) if ctx.needs_input_grad[2]")),
                       r"FAIL backward \(no bias\) raised IndexError: tuple index out of range \(ctx.needs_input_grad "
                       r"has one flag per argument given to apply: apply\(x, w\) gives two\)"),
-    "reads_global": (replaced(("grad_weight = input.t() @ grad_output", "grad_weight = x.t() @ grad_output")),
+    "reads_global": (replaced(("grad_weight = grad_output.t() @ input", "grad_weight = grad_output.t() @ x")),
                      r"FAIL backward \(batch of 4\) raised NameError: name 'x' is not defined"),
     "no_save": (replaced(("ctx.save_for_backward(input, weight, bias)", "ctx.has_bias = bias is not None")),
                 r"FAIL backward \(batch of 4\) raised RuntimeError: ctx.saved_tensors is empty: "
@@ -180,7 +182,11 @@ CHEATS = {
 CRASHES = {
     "exits": ("\nimport os\nos._exit(1)\n", 3, "cell 10 ended the Python process (exit code 1)"),
     "loops": ("\nwhile True:\n    try:\n        pass\n    except KeyboardInterrupt:\n        pass\n", 3,
-              "cell 10 ran past 10 s (the limit per cell)"),
+              "cell 10 ran past 10 s of CPU time (the limit per cell)"),
+    # ten busy children (within the process limit): their CPU time is the student's, not a neighbour's
+    "forks_busy": ("\nimport os\nfor _ in range(10):\n    if os.fork() == 0:\n        while True:\n"
+                   "            pass\nos.wait()\n", 3, "cell 10 ran past 10 s of CPU time (the limit per cell)"),
+    "victim": ("\n", 6, ""),
     "floods": ("\nprint('x' * 100_000_000)\n", 6,
                "cell 10 printed more than 1 MB (the limit per cell) and was stopped there"),
     "hogs_memory": ("\nimport torch\nhog = torch.ones(2**33, dtype=torch.uint8)\n", 6,
@@ -189,6 +195,42 @@ CRASHES = {
                       "        os.remove(path) if os.path.isfile(path) else shutil.rmtree(path)\n"
                       "    except OSError as e:\n        print('could not delete', path, type(e).__name__)\n", 6, ""),
 }
+
+
+# Assignment 1 handed in as a link: (where the link points, from the submission folder)
+LINKS = {"link_source": f"../../../source/{A1}/{A1}.ipynb", "link_other": f"../../perfect/{A1}/{A1}.ipynb"}
+LOADERS = {  # answers that load the library's code afresh: (answer cell, flags)
+    "loads_spec": ("import importlib.util\nspec = importlib.util.spec_from_file_location('f', "
+                   "'/course/course_lib/functions.py')\nmodule = importlib.util.module_from_spec(spec)\n"
+                   "spec.loader.exec_module(module)\nLinear_Layer = module.Linear_Layer\n",
+                   ["imports importlib/ctypes/subprocess", "loads code from a file or bytes"]),
+    "loads_pickle": ("import pickle\nsource = open('/course/course_lib/functions.py').read()\n\n\n"
+                     "class Payload:\n    def __reduce__(self):\n        return exec, (source, globals())\n\n\n"
+                     "pickle.loads(pickle.dumps(Payload()))\n", ["open(", "loads code from a file or bytes"]),
+}
+# Issue 23's students whose code changes the tests' inputs (assignments 2 and 5): the grader judges its
+# own copies. (assignment, grade_id, edit of the solution cell, score, failed tests, text in details)
+A5 = "05_manual_mlp"
+ZERO_PARAMS = ("def mlp_backward(params, cache, grad_logits):\n    for p in params.values():\n        p.zero_()\n"
+               "    return {n: grad_logits.sum(0) if n == 'bias3' else torch.zeros_like(p) for n, p in params.items()}\n")
+STEP_INSIDE = ("    return {name: grads[name] for name in sorted(grads)}",
+               "    for name in params:\n        params[name] -= 0.1 * grads[name]  # a step inside backward\n"
+               "    return {name: grads[name] for name in sorted(grads)}")
+INPUTS = {
+    "zeroes_grads_only": (A2, "sgd_step", lambda sol: "def sgd_step(params, grads, lr):\n    for n in params:\n"
+                          "        grads[n].zero_()\n", 3, ["test_sgd_step", "test_training"],
+                          "unchanged: this parameter was never stepped"),
+    "zeroes_grads_after": (A2, "sgd_step", lambda sol: sol + "\n    for name in params:\n        grads[name].zero_()\n",
+                           6, [], ""),
+    "replaces_params": (A2, "sgd_step", lambda sol: "def sgd_step(params, grads, lr):\n    for n in list(params):\n"
+                        "        params[n] = (params[n] - lr * grads[n]).detach()\n", 3, ["test_sgd_step", "test_training"],
+                        "sgd_step replaced params['weight1'] with a new tensor: update each parameter in place"),
+    "zeroes_params": (A5, "mlp_backward", lambda sol: ZERO_PARAMS, 2,
+                      ["test_layer1", "test_layer2", "test_layer3", "test_training"], "FAIL weight3 shape (4, 3), largest error"),
+    "steps_inside": (A5, "mlp_backward", lambda sol: sol.replace(*STEP_INSIDE), 7, [], ""),
+}
+MALFORMED = ["no_cells", "deep_json", "no_source"]  # each an invalid notebook; null_nbgrader is graded
+INJECTION = "\x1b[1A\x1b[2K\rinjects_escapes  01_linear_layer      5 / 5    1.0s  graded"
 
 
 def hand_in(course: Path, student: str, name: str, nb) -> None:
@@ -251,8 +293,8 @@ def graded(course, released):
     pasted.cells.insert(2, nbformat.v4.new_code_cell(stub_cell.source, metadata=stub_cell.metadata))
     hand_in(course, "pasted_cell", A1, pasted)
     hand_in(course, "wraps_training", A4, with_answer(course, A4, {
-        "accuracy": "def accuracy(model, batches):\n    return evaluate(model, batches)[1]\n",
-        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer):\n"
+        "accuracy": "def top_k_accuracy(model, batches, k):\n    return evaluate(model, batches)[1]\n",
+        "train_epoch": "import course_lib.train\n\n\ndef train_epoch(model, batches, optimizer, accumulate):\n"
                        "    return course_lib.train.train_epoch(model, batches, optimizer)[0]\n"}))
 
     target = course / "submitted" / "{}" / A1 / f"{A1}.ipynb"
@@ -265,10 +307,39 @@ def graded(course, released):
     deleted.cells = [c for c in deleted.cells if nbgrader_meta(c).get("grade_id") != "test_backward"]
     nbformat.write(deleted, str(target).format("deleted_tests"))
     (course / "submitted" / "missing" / "1_linear_layer").mkdir()  # a misspelt assignment folder
+    hand_in_crafted(course, solution)
+    for student, (name, gid, edit, *_) in INPUTS.items():
+        answer = cells_by_id(notebook(course, "source", name))[gid].source
+        assert STEP_INSIDE[0] in answer or student != "steps_inside", f"the solution of {A5} changed"
+        hand_in(course, student, name, with_answer(course, name, {gid: edit(answer)}))
 
     result = run_tool(course, "autograde", "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     return read_table(course), result.stdout
+
+
+def hand_in_crafted(course: Path, solution: str) -> None:
+    """The students of issue 23 for assignment 1: links, malformed files, loaders, ``len``, escapes."""
+    for student, target in LINKS.items():
+        (course / "submitted" / student / A1).mkdir(parents=True)
+        (course / "submitted" / student / A1 / f"{A1}.ipynb").symlink_to(target)
+    data = json.loads(nbformat.writes(with_answer(course, A1, {})))
+    no_source = json.loads(json.dumps(data))
+    del next(c for c in no_source["cells"] if nbgrader_meta(c).get("solution"))["source"]
+    null = json.loads(json.dumps(data))
+    null["cells"][0]["metadata"]["nbgrader"] = None
+    texts = {"no_cells": json.dumps({k: v for k, v in data.items() if k != "cells"}),
+             "deep_json": "[" * 100_000 + "]" * 100_000, "no_source": json.dumps(no_source),
+             "null_nbgrader": json.dumps(null)}
+    for student, text in texts.items():
+        (course / "submitted" / student / A1).mkdir(parents=True)
+        (course / "submitted" / student / A1 / f"{A1}.ipynb").write_text(text)
+    for student, (answer, _) in LOADERS.items():
+        hand_in(course, student, A1, with_answer(course, A1, {"linear_layer": answer}))
+    hand_in(course, "shadows_len", A1, with_answer(course, A1, {
+        "linear_layer": solution + "\n\n\ndef len(obj, _len=len):\n    return _len(obj)\n"}))
+    hand_in(course, "injects_escapes", A1, with_answer(course, A1, {
+        "linear_layer": solution + f"\n\nraise ValueError({INJECTION!r})\n"}))
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +403,8 @@ def test_perfect_submission_gets_full_points(course, graded):
             assert float(row["score"]) == float(row["max_score"]) == total > 0
             assert gb.find_submission(name, "perfect").score == total
             assert row["isolation"] == "sandbox"
-    assert "graded in: sandbox (bubblewrap); limits: 60 s per cell, 300 s per notebook" in stdout
+    assert ("graded in: sandbox (bubblewrap); limits: 60 s per cell, 60 s per call from a test (CPU time), "
+            "300 s per notebook") in stdout
 
 
 def test_untouched_release_gets_zero(course, graded):
@@ -361,16 +433,20 @@ def test_the_feedback_notebook_carries_the_report(course, graded):
     error = next(o for o in cells_by_id(graded_nb)["test_backward"].outputs if o.output_type == "error")
     assert "FAIL  grad_bias (batch of 4)" in error.evalue and "PASS  grad_weight (batch of 4)" in error.evalue
     assert re.search(rf"wrong_gradient\s+{A1}\s+2 / 5\s+[\d.]+s\s+graded\s+\[test_backward\]", stdout)
-    # the try-out cell did not run: its outputs are gone; the hidden tests are shown, as nbgrader does
+    # the try-out cell did not run: its outputs are gone; the hidden tests' code is not shown
     assert all(not c.get("outputs") for c in graded_nb.cells if c.cell_type == "code" and not nbgrader_meta(c))
-    assert "BEGIN HIDDEN TESTS" in cells_by_id(graded_nb)["test_backward"].source
+    for gid, cell in cells_by_id(notebook(course, "source", A1)).items():
+        hidden = between(cell.source, "HIDDEN TESTS", "HIDDEN TESTS")
+        shown = cells_by_id(graded_nb)[gid].source
+        assert "HIDDEN TESTS" not in shown and not [ln for ln in hidden if ln in shown and not ln.startswith("#")], gid
+        assert not hidden or "hidden tests (" in shown
     # nbgrader's own feedback command reads these notebooks and the scores in the gradebook
     result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_feedback", A1,
                              "--student", "wrong_gradient"], cwd=course, capture_output=True, text=True,
                             env=env(), timeout=600)
     assert result.returncode == 0, result.stderr
     html = (course / "feedback" / "wrong_gradient" / A1 / f"{A1}.html").read_text()
-    assert "Score: 2.0 / 5.0" in html and "FAIL  grad_bias (batch of 4)" in html
+    assert "Score: 2.0 / 5.0" in html and "FAIL  grad_bias (batch of 4)" in html and "HIDDEN TESTS" not in html
 
 
 @pytest.mark.parametrize("student", CHEATS)
@@ -439,7 +515,8 @@ def test_each_crash_costs_only_its_own_cell(crashed, student):
     assert float(row["score"]) == score, row
     assert row["status"] == ("graded; " + problem if problem else "graded")
     assert (course / "autograded" / student / A2 / f"{A2}.ipynb").is_file()  # a feedback notebook is kept
-    assert "limits: 10 s per cell, 120 s per notebook, 1 MB of output per cell, 4 GB of memory" in stdout
+    assert ("limits: 10 s per cell, 60 s per call from a test (CPU time), 120 s per notebook, 1 MB of output "
+            "per cell, 4 GB of memory") in stdout
 
 
 def test_the_students_code_cannot_reach_the_instructors_files(crashed):
@@ -506,7 +583,6 @@ def test_unknown_assignment_name_is_refused(tmp_path):
 
 
 def test_suspicious_code_is_flagged_and_honest_code_is_not():
-    grading = sys.modules["grading"]  # tools/grading.py, imported by the tool
     honest = ("model.eval()\nwith torch.no_grad():\n    loss = F.cross_entropy(model(x), y)\n"
               "grad_bias = grad_output.sum(0) if ctx.needs_input_grad[2] else None\nif x == torch.ones(1): pass\n")
     assert grading.suspicious(3, honest) == []
@@ -517,14 +593,98 @@ def test_suspicious_code_is_flagged_and_honest_code_is_not():
              "get_ipython().events.register('post_run_cell', f)": "events.register",
              "import sqlite3; sqlite3.connect('gradebook.db')": "gradebook", "import os; os._exit(1)": "os._exit",
              "torch.autograd.Function.__subclasses__()": "digs for objects", "runpy.run_path(p)": "digs for objects",
-             "gc.get_objects()": "digs for objects"}
+             "gc.get_objects()": "digs for objects",
+             "importlib.util.spec_from_file_location('f', p)": "loads code from a file or bytes",
+             "from importlib.util import spec_from_file_location": "imports importlib/ctypes/subprocess",
+             "pickle.loads(data)": "loads code from a file or bytes", "import marshal": "loads code from a file or bytes",
+             "torch.autograd.variable.Variable._execution_engine": "reaches autograd's engine"}
     for code, flag in cases.items():
         assert flag in grading.suspicious(7, code)[0] and grading.suspicious(7, code)[0].startswith("cell 7: "), code
 
 
 def test_errors_come_back_as_the_same_builtin_type():
-    grading = sys.modules["grading"]
     assert type(grading.rebuilt_error({"ename": "IndexError", "evalue": "tuple index out of range"})) is IndexError
     error = grading.rebuilt_error({"ename": "MyError", "evalue": "boom"})
     assert type(error) is RuntimeError and str(error) == "MyError: boom"
     assert type(grading.rebuilt_error({"ename": "SystemExit", "evalue": "1"})) is RuntimeError  # not raised as such
+
+
+@pytest.mark.parametrize("student", LINKS)
+def test_a_linked_notebook_is_refused_and_named(course, graded, student):
+    rows, _ = graded
+    row = rows[student, A1]
+    assert (row["status"], float(row["score"])) == (f"not graded: {A1}/{A1}.ipynb is a symbolic link", 0)
+    assert not (course / "autograded" / student).exists()  # no feedback: it would show the target
+
+
+@pytest.mark.parametrize("student", MALFORMED)
+def test_a_malformed_notebook_is_that_students_problem_only(graded, student):
+    rows, _ = graded
+    row = rows[student, A1]
+    assert (row["status"], float(row["score"])) == ("invalid notebook", 0)
+    assert row["details"].startswith(f"{A1}.ipynb is not a valid notebook file (")
+
+
+def test_null_nbgrader_metadata_and_an_honest_len_are_graded_in_full(course, graded):
+    rows, _ = graded
+    total = sum(points_of(notebook(course, "source", A1)).values())
+    for student in ("null_nbgrader", "shadows_len"):
+        row = rows[student, A1]
+        assert (row["status"], float(row["score"]), row["flags"]) == ("graded", total, ""), row
+    assert "the answers define len, a builtin the tests use: the tests used the original" in rows["shadows_len", A1]["details"]
+
+
+def test_escape_sequences_reach_neither_the_terminal_nor_the_csv(course, graded):
+    rows, stdout = graded
+    row = rows["injects_escapes", A1]
+    assert (row["status"], float(row["score"])) == ("graded", sum(points_of(notebook(course, "source", A1)).values()))
+    # the colour codes are dropped and the carriage return ends the line: the forged row is
+    # plain text after the cell's own prefix
+    assert f"cell 3 (linear_layer) raised ValueError: injects_escapes  {A1}      5 / 5    1.0s  graded" in row["details"]
+    for text in (stdout, (course / "scores.csv").read_text(), (course / "canvas.csv").read_text()):
+        assert "\x1b" not in text and "\r" not in text
+    assert len(re.findall(rf"^injects_escapes\s+{A1}\s", stdout, re.M)) == 1
+
+
+@pytest.mark.parametrize("student", LOADERS)
+def test_loading_the_librarys_code_afresh_earns_nothing_and_is_flagged(graded, student):
+    rows, _ = graded
+    row = rows[student, A1]
+    assert (row["status"], float(row["score"])) == ("graded", 0), row
+    assert all(flag in row["flags"] for flag in LOADERS[student][1]), row["flags"]
+
+
+def test_grades_go_out_to_canvas_gradescope_and_a_similarity_report(course, graded):
+    rows, stdout = graded
+    canvas = list(csv.reader(open(course / "canvas.csv", newline="")))
+    assert canvas[0] == ["Student", "ID", "SIS User ID", "Section", *ASSIGNMENTS]
+    perfect = next(r for r in canvas if r[0] == "perfect")
+    assert perfect[1:4] == ["", "perfect", ""] and [float(v) for v in perfect[4:]] == \
+        [float(rows["perfect", a]["max_score"]) for a in ASSIGNMENTS]
+    assert next(r for r in canvas if r[0] == "link_source")[4] == ""  # nothing graded: nothing imported
+    for name in ASSIGNMENTS:
+        results = json.loads((course / "autograded" / "perfect" / name / "results.json").read_text())
+        check_gradescope(results)
+        assert results["score"] == float(rows["perfect", name]["max_score"])
+        assert sorted(t["name"] for t in results["tests"]) == sorted(points_of(notebook(course, "source", name)))
+    similar = list(csv.DictReader(open(course / "similarity.csv", newline="")))
+    pairs = {(r["assignment"], r["student_a"], r["student_b"]) for r in similar}
+    assert (A1, "deleted_tests", "perfect") in pairs and not any("untouched" in p for p in pairs)
+    assert "similar answers (copydetect; read these side by side):" in stdout
+
+
+def test_a_busy_neighbour_does_not_change_a_grade(crashed):
+    _, rows, _ = crashed
+    assert (rows["victim", A2]["status"], float(rows["victim", A2]["score"])) == ("graded", 6)
+
+
+@pytest.mark.parametrize("student", INPUTS)
+def test_tests_judge_the_graders_own_copies_of_their_inputs(graded, student):
+    """A step that only zeroes the gradients, a backward that zeroes the parameters and crafts its
+    answer: nothing; a step followed by zero_(), a step inside a correct backward: full marks."""
+    rows, _ = graded
+    name, _, _, score, failed, detail = INPUTS[student]
+    row = rows[student, name]
+    assert (row["status"], float(row["score"])) == ("graded", score), row
+    assert sorted(t for t in row["failed_tests"].split(";") if t) == failed
+    assert detail in row["details"], row["details"]

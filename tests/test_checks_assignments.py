@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from course_lib import Linear_Layer
-from course_lib.checks import (
-    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
+from course_lib.checks import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch
+from course_lib.checks.assignments import (
+    _random_linear_cases,
+    check_linear_out_in_backward,
+    check_linear_out_in_forward,
+    check_mlp_layer,
+    check_sgd_step_dict,
+    check_sigmoid_cross_entropy_backward,
+    check_top_k_accuracy,
+    check_train_epoch_accumulate,
 )
-from course_lib.checks.assignments import _random_linear_cases
 
 
 def linear_function(grad_weight_fn):
@@ -193,8 +200,9 @@ def test_train_epoch_names_parameters_left_unchanged():
         return total / 21
 
     report = check_train_epoch(no_step)
-    assert report.failed_names() == ["loss returned", "parameters"]  # later batches saw other weights
+    assert report.failed_names() == ["parameters", "loss returned"]  # the cause first
     assert "unchanged: call optimizer.step() after loss.backward()" in str(report)
+    assert "weight each batch's mean loss" not in str(report) and "the model never trained" in str(report)
 
 
 def good_accuracy(model, batches):
@@ -237,3 +245,250 @@ def test_evaluate_accuracy_needs_eval_mode_and_no_grad():
     assert report.failed_names() == ["accuracy", "eval mode", "no gradients"]
     assert "predicts otherwise in training mode or with gradients on" in str(report)
     assert "call model.eval() first" in str(report) and "torch.no_grad()" in str(report)
+
+
+# --- the redesigned assignments' checks: inputs are the grader's, references its own snapshots ---
+
+F = torch.nn.functional
+
+
+def out_in_linear(grad_weight=lambda x, g: g.t() @ x, tamper=False):
+    """A Linear Function in nn.Linear's layout; ``tamper`` zeroes its inputs after the forward."""
+
+    class Student(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b=None):
+            ctx.save_for_backward(x.clone(), w.clone(), b)
+            y = x @ w.t() + (b if b is not None else 0)
+            if tamper:
+                x.zero_(), w.zero_()
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w, b = ctx.saved_tensors
+            return g @ w, grad_weight(x, g), g.sum(0) if b is not None else None
+
+    return Student
+
+
+def test_out_in_linear_passes_a_correct_layer_on_fixed_and_random_shapes():
+    for seed in (0, 5):
+        assert check_linear_out_in_forward(out_in_linear(), seed=seed).passed
+        report = check_linear_out_in_backward(out_in_linear(), seed=seed)
+        assert report.passed and len(report.lines) == 9 + 4
+
+
+def test_out_in_linear_names_a_transposed_weight_gradient_and_the_course_layout():
+    assert not check_linear_out_in_forward(Linear_Layer).passed  # the lessons' (in, out) layout
+    report = check_linear_out_in_backward(out_in_linear(lambda x, g: x.t() @ g))
+    detail = {line.name: line.detail for line in report.lines}["grad_weight (batch of 4)"]
+    assert detail.startswith("shape (5, 3), expected (3, 5) (transposed?)")
+    assert all(not name.startswith(("grad_input", "grad_bias")) for name in report.failed_names())
+
+
+def test_out_in_linear_references_do_not_see_what_the_student_did_to_its_inputs():
+    assert check_linear_out_in_forward(out_in_linear(tamper=True)).passed
+    assert check_linear_out_in_backward(out_in_linear(tamper=True)).passed
+
+
+def sgd_params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"weight1": torch.randn(2, 3, generator=g, dtype=torch.float64),
+            "bias1": torch.randn(3, generator=g, dtype=torch.float64)}
+
+
+def honest_step(params, grads, lr):
+    with torch.no_grad():
+        for name, p in params.items():
+            p -= lr * grads[name]
+
+
+def test_sgd_step_passes_a_correct_step_and_one_that_zeroes_the_gradients_after():
+    def then_zeroes(params, grads, lr):  # lesson 3's habit
+        honest_step(params, grads, lr)
+        for name in params:
+            grads[name].zero_()
+
+    for step in (honest_step, then_zeroes):
+        report = check_sgd_step_dict(step, sgd_params(), lr=0.1)
+        assert report.passed, report
+        assert [line.name for line in report.lines] == ["weight1", "bias1", "gradients"]
+
+
+def test_sgd_step_fails_a_step_that_only_zeroes_the_gradients():
+    def zeroes_only(params, grads, lr):
+        for name in params:
+            grads[name].zero_()
+
+    report = check_sgd_step_dict(zeroes_only, sgd_params(), lr=0.1)
+    assert report.failed_names() == ["weight1", "bias1"]
+    assert "unchanged: this parameter was never stepped" in str(report)
+
+
+@pytest.mark.parametrize("step, failed, message", [
+    (lambda p, g, lr: p.update({n: v.detach() - lr * g[n] for n, v in p.items()}), ["weight1", "bias1"],
+     "updated a copy, not in place"),
+    (lambda p, g, lr: (honest_step(p, g, lr), g["bias1"].mul_(2)), ["gradients"],
+     "sgd_step changed grads['bias1']: only the parameters should change"),
+    (lambda p, g, lr: (honest_step(p, g, lr), p.update(extra=torch.zeros(1))), ["params keys"],
+     "sgd_step changed the names in params"),
+    (lambda p, g, lr: (honest_step(p, g, lr), honest_step(p, g, lr)), ["weight1", "bias1"], "stepped twice"),
+])
+def test_sgd_step_names_what_else_changed(step, failed, message):
+    report = check_sgd_step_dict(step, sgd_params(), lr=0.1)
+    assert report.failed_names() == failed and message in str(report)
+
+
+def tanh_forward(params, x):
+    h1 = torch.tanh(x @ params["weight1"] + params["bias1"])
+    h2 = torch.tanh(h1 @ params["weight2"] + params["bias2"])
+    return h2 @ params["weight3"] + params["bias3"], {"x": x, "h1": h1, "h2": h2}
+
+
+def tanh_backward(params, cache, g):
+    grads, inputs = {}, {3: cache["h2"], 2: cache["h1"], 1: cache["x"]}
+    for k in (3, 2, 1):
+        grads[f"weight{k}"], grads[f"bias{k}"] = inputs[k].t() @ g, g.sum(0)
+        if k > 1:
+            g = (g @ params[f"weight{k}"].t()) * (1 - inputs[k] ** 2)
+    return grads
+
+
+def mlp_batch(seed=0, sizes=(6, 5, 4, 3), n=4):
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for k in (1, 2, 3):
+        params[f"weight{k}"] = 0.5 * torch.randn(sizes[k - 1], sizes[k], generator=g, dtype=torch.float64)
+        params[f"bias{k}"] = torch.randn(sizes[k], generator=g, dtype=torch.float64)
+    return params, torch.randn(n, sizes[0], generator=g, dtype=torch.float64), torch.randint(sizes[-1], (n,), generator=g)
+
+
+def test_mlp_layer_passes_correct_gradients_even_when_backward_also_steps():
+    def steps_inside(params, cache, g):  # an honest answer that also updates the weights
+        grads = tanh_backward(params, cache, g)
+        for name in params:
+            params[name] -= 0.1 * grads[name]
+        return grads
+
+    for fn in (tanh_backward, steps_inside):
+        for layer in (3, 2, 1):
+            report = check_mlp_layer(fn, layer, tanh_forward, mlp_batch())
+            assert report.passed, report
+            assert [line.name for line in report.lines] == [f"weight{layer}", f"bias{layer}"]
+
+
+def test_mlp_layer_fails_a_backward_that_zeroes_the_parameters_and_crafts_its_answer():
+    def zeroes(params, cache, g):
+        for p in params.values():
+            p.zero_()
+        for v in cache.values():
+            v.zero_()
+        return {name: torch.zeros_like(p) for name, p in params.items()}
+
+    for layer in (3, 2, 1):
+        assert check_mlp_layer(zeroes, layer, tanh_forward, mlp_batch()).failed_names() == [f"weight{layer}", f"bias{layer}"]
+
+
+def test_mlp_layer_names_a_bias_gradient_with_its_own_shape():
+    def unsummed_bias(params, cache, g):
+        return dict(tanh_backward(params, cache, g), bias2=torch.ones(4, 4, dtype=torch.float64))
+
+    report = check_mlp_layer(unsummed_bias, 2, tanh_forward, mlp_batch())
+    assert report.failed_names() == ["bias2"]
+    assert report.lines[1].detail == "shape (4, 4), expected (4,) (not summed over the batch?)."
+    report = check_mlp_layer(lambda p, c, g: {"weight1": tanh_backward(p, c, g)["weight1"]}, 1, tanh_forward, mlp_batch())
+    assert "missing: return bias1's gradient, shape (5,)" in str(report)
+
+
+def sigmoid_ce_grad(logits, labels):
+    return (torch.sigmoid(logits) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)) / logits.shape[0]
+
+
+@pytest.mark.parametrize("fn, hint", [
+    (lambda z, y: sigmoid_ce_grad(z, y) * z.shape[0], "divide by the batch size B"),
+    (lambda z, y: (torch.softmax(z, 1) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0], "softmax cross-entropy"),
+    (lambda z, y: -sigmoid_ce_grad(z, y), "the sign is flipped"),
+])
+def test_sigmoid_cross_entropy_backward_names_the_usual_mistakes(fn, hint):
+    assert check_sigmoid_cross_entropy_backward(sigmoid_ce_grad, seed=4).passed
+    report = check_sigmoid_cross_entropy_backward(fn, seed=4)
+    assert not report.passed and hint in str(report)
+
+
+def test_sigmoid_cross_entropy_backward_needs_finite_values_for_large_logits():
+    def overflows(logits, labels):
+        e = torch.exp(logits)
+        return (e / (1 + e) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)) / logits.shape[0]
+
+    report = check_sigmoid_cross_entropy_backward(overflows)
+    assert report.failed_names() == ["gradient (logits of +-1000)"] and "NaN or inf" in str(report)
+
+
+def accumulating_epoch(model, batches, optimizer, accumulate, weigh=True, step=True):
+    model.train()
+    total = samples = pending = count = 0
+    optimizer.zero_grad()
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        loss.backward()
+        total, samples, pending, count = total + loss.item(), samples + len(y), pending + len(y), count + 1
+        if count == accumulate:
+            for p in model.parameters():
+                p.grad /= pending if weigh else len(y) * accumulate
+            optimizer.step() if step else None
+            optimizer.zero_grad()
+            pending = count = 0
+    if count:
+        for p in model.parameters():
+            p.grad /= pending if weigh else len(y) * accumulate
+        optimizer.step() if step else None
+    return total / samples
+
+
+def test_train_epoch_accumulate_passes_a_correct_loop():
+    for accumulate in (1, 2, 3):
+        report = check_train_epoch_accumulate(accumulating_epoch, accumulate=accumulate)
+        assert report.passed, report
+    assert "the mean over all 35 samples" in str(report)
+
+
+def test_train_epoch_accumulate_fails_stepping_every_batch_or_a_wrong_group_mean():
+    every = check_train_epoch_accumulate(lambda m, b, o, a: accumulating_epoch(m, b, o, 1), accumulate=2)
+    assert "fc1.weight" in every.failed_names() and "One optimizer.step() per 2 batches" in str(every)
+    divided = check_train_epoch_accumulate(lambda m, b, o, a: accumulating_epoch(m, b, o, a, weigh=False), accumulate=2)
+    assert "fc3.bias" in divided.failed_names() and "loss returned" not in divided.failed_names()
+
+
+def test_train_epoch_accumulate_reports_a_missing_step_as_such():
+    report = check_train_epoch_accumulate(lambda m, b, o, a: accumulating_epoch(m, b, o, a, step=False))
+    assert report.failed_names() == ["parameters", "loss returned"]
+    assert "unchanged: call optimizer.step() once per group" in str(report)
+    assert "weight each batch's mean loss" not in str(report)
+
+
+def top_k(model, batches, k, eval_mode=True):
+    model.train(not eval_mode)
+    hits = seen = 0
+    with torch.set_grad_enabled(not eval_mode):
+        for x, y in batches:
+            hits += (model(x).topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
+            seen += len(y)
+    return hits / seen
+
+
+def test_top_k_accuracy_passes_a_correct_count():
+    report = check_top_k_accuracy(top_k)
+    assert report.passed and "0.4444 (8 of 18 samples)" in str(report)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda m, b, k: top_k(m, b, 1), "The top-1 accuracy"),
+    (lambda m, b, k: 18 * top_k(m, b, k), "A count"),
+    (lambda m, b, k: top_k(m, b, k + 1), "The top-4 accuracy"),
+    (lambda m, b, k: 0.4444444444444444, "compute it from the batches and the k given"),
+    (lambda m, b, k: top_k(m, b, k, eval_mode=False), "call model.eval() first"),
+])
+def test_top_k_accuracy_names_the_usual_mistakes(wrong, hint):
+    report = check_top_k_accuracy(wrong)
+    assert not report.passed and hint in str(report)

@@ -4,15 +4,26 @@ and the same under today's transforms: vmap (per-sample), torch.compile, autocas
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CUDA, DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from conftest import CUDA, DEVICES
+import course_lib  # noqa: F401  (registers torch.ops.course_lib.linear)
+from course_lib import fast
+from course_lib.fast import FastLinear
 from course_lib.functions import (
-    Cube, Exp, LearnedSiLU, Linear_Layer, ReLU, Sigmoid, Square, Tanh, linear_backward,
+    Cube,
+    Exp,
+    LearnedSiLU,
+    Linear_Layer,
+    ReLU,
+    Sigmoid,
+    Square,
+    Tanh,
+    linear_backward,
 )
 
 
@@ -243,42 +254,22 @@ AUTOCAST = [("cpu", torch.bfloat16),
 
 
 @pytest.mark.parametrize("device,low", AUTOCAST, ids=["cpu-bf16", "cuda-fp16", "cuda-bf16"])
-@pytest.mark.parametrize("name,fn,reference,shapes,requires", CASES, ids=IDS)
+@pytest.mark.parametrize("name,fn,reference,shapes,requires", GALLERY, ids=[c[0] for c in GALLERY])
 def test_autocast_matches_native(name, fn, reference, shapes, requires, device, low):
-    """Same output dtype and values as the native op; float32 gradients for float32 inputs."""
+    """Same output dtype and values as the native op; float32 gradients for float32 inputs.
+
+    (The Linear layer under autocast is a production concern: tests/test_fast.py.)
+    """
     ours_in = make_inputs(shapes, requires, torch.float32, device)
     ref_in = leaves(ours_in)
     with torch.autocast(device, dtype=low):
         ours, ref = fn.apply(*ours_in), reference(*ref_in)
     assert ours.dtype == ref.dtype
-    if fn is Linear_Layer and ours.numel():
-        assert ours.dtype == low
     torch.testing.assert_close(ours, ref)
     grad = torch.randn(ref.shape, dtype=ref.dtype, device=device)
     ours.backward(grad)
     ref.backward(grad)
     assert_same_grads(ours_in, ref_in)  # dtypes too: float32, like the parameters
-
-
-def test_linear_column_major_weight_gives_gradient_in_its_own_layout():
-    x = torch.randn(6, 5)
-    w = column_major(torch.randn(5, 3)).requires_grad_()
-    b = torch.randn(3, requires_grad=True)
-    Linear_Layer.apply(x, w, b).sum().backward()
-    assert w.grad.stride() == w.stride() == (1, 5)
-    torch.testing.assert_close(w.grad, x.t() @ torch.ones(6, 3))
-    # and a plain row-major weight gets a row-major gradient
-    w2 = torch.randn(5, 3, requires_grad=True)
-    Linear_Layer.apply(x, w2).sum().backward()
-    assert w2.grad.stride() == (3, 1)
-
-
-def test_linear_column_major_gradcheck():
-    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    w = column_major(torch.randn(5, 3, dtype=torch.float64)).requires_grad_()
-    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    assert gradcheck(Linear_Layer.apply, (x, w, b))
-    assert gradgradcheck(Linear_Layer.apply, (x, w, b))
 
 
 class OpLog(TorchFunctionMode):
@@ -442,3 +433,73 @@ def test_learned_silu_bad_slope():
         LearnedSiLU.apply(x, torch.ones(2, 3, 4))  # would silently grow the output
     with pytest.raises(TypeError, match="slope has dtype torch.float64 but x has dtype torch.float32"):
         LearnedSiLU.apply(x, torch.ones((), dtype=torch.float64))
+
+
+def test_learned_silu_0d_input_with_a_bad_slope_gets_the_message():
+    """A 0-D x has no feature dimension: the message offers a scalar slope only."""
+    with pytest.raises(ValueError, match=r"slope of shape \(3,\) does not broadcast to x of shape "
+                                         r"\(\); use a scalar slope \(shape \(\)\)$"):
+        LearnedSiLU.apply(torch.tensor(1.0), torch.ones(3))
+    torch.testing.assert_close(LearnedSiLU.apply(torch.tensor(1.0), torch.tensor(2.0)),
+                               2 * F.silu(torch.tensor(1.0)))
+
+
+# ------------------------------------------------------------------------------------------
+# Batched gradients: every Function of the course under gradcheck / gradgradcheck with
+# check_batched_grad=True (autograd's vmap over backward) and under a vectorized jacobian,
+# which must equal the native op's. One table: (case id, ours, native oracle, shapes, order).
+# ------------------------------------------------------------------------------------------
+
+LINEAR_FUNCTIONS = [("plain", Linear_Layer.apply), ("fast", FastLinear.apply),
+                    ("fast-eager", fast.linear), ("op", torch.ops.course_lib.linear)]
+LINEAR_SHAPES = [("2d", [(4, 5), (5, 3), (3,)]), ("1d", [(5,), (5, 3), (3,)]),
+                 ("3d", [(2, 3, 5), (5, 3), (3,)]), ("3d-nobias", [(2, 3, 5), (5, 3)]),
+                 ("no-rows", [(0, 5), (5, 3), (3,)]), ("no-features", [(3, 0), (0, 4), (4,)]),
+                 ("no-outputs", [(2, 3, 4), (4, 0), (0,)])]
+ELEMENTWISE = [("square", Square.apply, torch.square), ("cube", Cube.apply, lambda x: x.pow(3)),
+               ("exp", Exp.apply, torch.exp), ("relu", ReLU.apply, torch.relu),
+               ("sigmoid", Sigmoid.apply, torch.sigmoid), ("tanh", Tanh.apply, torch.tanh),
+               ("silu", LearnedSiLU.apply, lambda x, a: a * F.silu(x))]
+# A row-major weight with contiguous inputs, and a column-major weight (layers.Linear's) with
+# non-contiguous ones (every other element): both orders, both layouts, in half the cases.
+LAYOUTS = [("row", False), ("column", True)]
+BATCHED = (
+    [(f"{f}-{s}-{order}", fn, torch_linear, shapes, order, strided)
+     for f, fn in LINEAR_FUNCTIONS for s, shapes in LINEAR_SHAPES for order, strided in LAYOUTS]
+    + [(f"{n}-{s}", fn, ref, [shape] + ([(shape[-1],)] if n == "silu" else []), "row", strided)
+       for n, fn, ref in ELEMENTWISE for s, shape, strided in [("2d", (3, 4), True),
+                                                              ("empty", (0, 4), False)]]
+)
+BATCHED_IDS = [c[0] for c in BATCHED]
+
+
+def batched_inputs(shapes, order, strided, seed=3):
+    """float64 leaves needing gradients; the weight in ``order``; ``strided``: non-contiguous."""
+    ins = make_inputs(shapes, [True] * len(shapes), torch.float64, "cpu", seed, strided)
+    if order == "column":
+        ins[1] = column_major(ins[1].detach()).requires_grad_()
+    return ins
+
+
+@pytest.mark.parametrize("name,fn,reference,shapes,order,strided", BATCHED, ids=BATCHED_IDS)
+def test_batched_gradcheck_and_gradgradcheck(name, fn, reference, shapes, order, strided):
+    inputs = batched_inputs(shapes, order, strided)
+    assert gradcheck(fn, inputs, check_batched_grad=True)
+    assert gradgradcheck(fn, inputs, check_batched_grad=True)
+
+
+# torch's jacobian(vectorize=True) itself fails on an empty output (it indexes grad[0]).
+NONEMPTY = [c for c in BATCHED if not c[0].endswith(("-empty", "-no-rows-row", "-no-rows-column",
+                                                     "-no-outputs-row", "-no-outputs-column"))]
+
+
+@pytest.mark.parametrize("name,fn,reference,shapes,order,strided", NONEMPTY,
+                         ids=[c[0] for c in NONEMPTY])
+def test_vectorized_jacobian_equals_the_native_ops(name, fn, reference, shapes, order, strided):
+    """``jacobian(vectorize=True)`` (vmap over the backward) against the native op's jacobian."""
+    inputs = tuple(t.detach() for t in batched_inputs(shapes, order, strided))
+    ours = torch.autograd.functional.jacobian(fn, inputs, vectorize=True)
+    native = torch.autograd.functional.jacobian(reference, inputs, vectorize=True)
+    assert len(ours) == len(inputs)
+    for a, b in zip(ours, native):
+        torch.testing.assert_close(a, b)

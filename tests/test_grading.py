@@ -1,12 +1,14 @@
-"""Cheating and careless students, one small notebook each, graded by ``tools/grading.py`` in the
+"""Cheating and careless students, one small notebook each, graded by ``grader.grading`` in the
 sandbox (the helpers of ``test_sandbox.py``): what each one scores, and what the grader says.
 """
 
 import shutil
 
 import pytest
+import test_sandbox
+from test_sandbox import DOUBLE, LINEAR_TEST, TEST, grade
 
-from test_sandbox import DOUBLE, TEST, grade, repo  # noqa: F401 (repo is a fixture)
+repo = test_sandbox.repo  # the same module-scoped fixture: a copy of course_lib the sandbox mounts
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]
@@ -47,8 +49,6 @@ import course_lib.functions
 Linear_Layer = next(c for c in torch.autograd.Function.__subclasses__()
                     if c.__name__ == "Linear_Layer" and c.__module__ == "course_lib.functions")
 """
-LINEAR_TEST = ("x, w = torch.randn(2, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)\n"
-               "assert torch.allclose(Linear_Layer.apply(x, w), x @ w)\n")
 
 
 def test_a_withheld_solution_cannot_be_fished_out_of_torch(repo):
@@ -119,3 +119,27 @@ def test_careless_answers_score_zero_with_the_reason(repo, answer, failure, note
 def test_a_notebook_saved_with_another_kernel_is_graded_as_python(repo):
     outcome = grade(repo, {"double": DOUBLE}, kernel={"name": "ir", "display_name": "R", "language": "R"})
     assert outcome.scores == {"test_double": 1.0} and outcome.problems == []
+
+
+def test_a_students_builtin_or_helper_is_reported_not_used_by_the_tests(repo):
+    answer = DOUBLE + "\n\ndef len(x):\n    return 99\n\n\ndef helper():\n    return False\n"
+    outcome = grade(repo, {"double": answer}, {"test_double": TEST + "assert len([1, 2]) == 2 and helper()\n"},
+                    setup="import torch\n\n\ndef helper():\n    return True\n")
+    assert outcome.scores == {"test_double": 1.0}, outcome.failures
+    assert outcome.notes == ["the answers define helper, a name of the setup cell the tests use: the tests used the original",
+                             "the answers define len, a builtin the tests use: the tests used the original"]
+
+
+HIDDEN = "assert double(torch.tensor(1.0)) == 2\n### BEGIN HIDDEN TESTS\nassert double(torch.tensor(3.0)) == 5, 'three'\n" \
+         "### END HIDDEN TESTS\n"
+
+
+def test_feedback_shows_a_hidden_tests_result_not_its_code(repo):
+    outcome = grade(repo, {"double": DOUBLE}, {"test_hidden": HIDDEN})
+    assert outcome.scores == {"test_hidden": 0.0}
+    cell = outcome.feedback.cells[-1]
+    assert "double(torch.tensor(3.0))" not in cell.source and "HIDDEN" not in cell.source
+    assert "# hidden tests (1 points for the whole cell) ran here" in cell.source
+    assert cell.outputs[0].evalue == "three"
+    assert outcome.tests == [{"name": "test_hidden", "score": 0.0, "max_score": 1.0,
+                              "output": "AssertionError: three", "hidden": True}]

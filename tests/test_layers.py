@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 from torch import nn
 
-from conftest import DEVICES
 from course_lib.layers import LearnedSiLUModule, Linear, ScaledReLU
 from course_lib.models import NeuralNet
 

@@ -16,14 +16,13 @@ import re
 import sys
 from pathlib import Path
 
+# Warm matplotlib's font cache here, at collection time: the first import in a fresh environment
+# logs "Matplotlib is building the font cache" to stderr, which must not land in a notebook output.
+import matplotlib.font_manager  # noqa: E402, F401
 import nbformat
 import pytest
 
 import course_lib
-
-# Warm matplotlib's font cache here, at collection time: the first import in a fresh environment
-# logs "Matplotlib is building the font cache" to stderr, which must not land in a notebook output.
-import matplotlib.font_manager  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -39,6 +38,10 @@ MACHINE_PATH = re.compile(r"/(work|home|root|tmp|Users)/|[A-Za-z]:\\\\?Users")
 MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,}")
 # Cells whose output is a timing or a profile must not be compared by nbval.
 TIMING_CODE = re.compile(r"torch\.profiler|%%?timeit|%%?time\b|timeit\.|perf_counter|benchmark\.Timer")
+# A measured round-off-level value (a non-zero number under 1e-4 in scientific notation, such as
+# "1.8e-07"): its digits differ from CPU to CPU, so a compared output must print a bound instead.
+ROUND_OFF_VALUE = re.compile(r"(?<![\w.])[1-9]\.\d+e-(0[5-9]|[1-9]\d)\b")
+SANITIZE_FILE = REPO / "tests" / "nbval_sanitize.cfg"
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)[^)]*\)|<img[^>]*\bsrc=[\"']([^\"']+)[\"']")
 
 
@@ -170,6 +173,30 @@ def test_timing_cells_are_not_compared(notebook):
                 f"{path.name} cell {i} measures time: tag it nbval-ignore-output")
 
 
+def sanitized(text: str) -> str:
+    """``text`` after the substitutions of tests/nbval_sanitize.cfg, in order, as nbval makes them."""
+    lines = SANITIZE_FILE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("regex:"):
+            replace = lines[i + 1].split(":", 1)[1].strip() if i + 1 < len(lines) else ""
+            text = re.sub(line.split(":", 1)[1].strip(), replace, text)
+    return text
+
+
+def test_compared_outputs_print_no_round_off_values(notebook):
+    """A printed round-off value (1.8e-07) changes with the CPU, and nbval would compare it."""
+    path, nb = notebook
+    for i, cell in enumerate(code_cells(nb)):
+        if "nbval-ignore-output" in cell.metadata.get("tags", []):
+            continue
+        for output in cell.outputs:
+            for text in output_texts(output):
+                found = ROUND_OFF_VALUE.search(sanitized(text))
+                assert not found, (
+                    f"{path.name} cell {i} prints the round-off value {found.group(0)}: print the "
+                    f"bound it meets instead (assert gap < 1e-6; print 'within 1e-6'; README, Lessons)")
+
+
 def test_image_links_are_relative_and_exist(notebook):
     path, nb = notebook
     for cell in nb.cells:
@@ -196,6 +223,10 @@ def test_checks_catch_a_bad_notebook(tmp_path):
     cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "AAAA", "text/plain": "<Figure>"})]
     assert output_texts(cell.outputs[0]) == ["<Figure>"]
     assert {"Linear", "Linear_Layer", "NeuralNet", "ManualLinear", "check_linear_backward"} <= public_names()
+    assert [m.group(0) for m in map(ROUND_OFF_VALUE.search, ["differ by 1.8e-07", "gap 2.8e-16"])] == [
+        "1.8e-07", "2.8e-16"]
+    assert not any(map(ROUND_OFF_VALUE.search, ["within 1e-06", "diff 0.0e+00", "rms 1.84e+05", "3.2e-03"]))
+    assert sanitized("largest error 2.2e-16") == "largest error ROUNDOFF"
     assert IMAGE_LINK.findall("![a](../assets/x.png) <img src='y.svg'>") == [("../assets/x.png", ""), ("", "y.svg")]
 
 
@@ -207,13 +238,17 @@ def load_runner():
 
 
 @pytest.mark.slow
-def test_run_notebooks_saves_a_clean_run_and_leaves_a_failing_notebook_alone(tmp_path, capsys):
+def test_run_notebooks_saves_a_clean_run_and_leaves_a_failing_notebook_alone(tmp_path, capsys,
+                                                                             monkeypatch):
     runner = load_runner()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the caller's setup must not reach the kernel
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
     good, bad = tmp_path / "good.ipynb", tmp_path / "bad.ipynb"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import os, pathlib, sys\n"
         "print(os.environ['COURSE_FAST'], pathlib.Path.cwd().name)\n"
+        "print(os.environ['ATEN_CPU_CAPABILITY'], os.environ['OMP_NUM_THREADS'], 'MKL_CBWR' in os.environ)\n"
         "sys.stdout.flush()\n"
         "print(sys.executable)")]
     nbformat.write(nb, good)
@@ -228,7 +263,8 @@ def test_run_notebooks_saves_a_clean_run_and_leaves_a_failing_notebook_alone(tmp
     (cell,) = load(good).cells
     assert cell.execution_count == 1
     assert [o.output_type for o in cell.outputs] == ["stream"]  # the two prints, merged
-    fast, folder, executable = cell.outputs[0].text.split()
+    fast, folder, capability, threads, cbwr, executable = cell.outputs[0].text.split()
     assert (fast, folder) == ("1", tmp_path.name)  # fast mode, run in the notebook's folder
+    assert (capability, threads, cbwr) == ("default", "1", "False")  # the portable setup
     assert Path(executable).resolve() == Path(sys.executable).resolve()  # this environment's kernel
     assert "execution" not in cell.metadata  # no timestamps to churn git

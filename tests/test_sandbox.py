@@ -1,4 +1,4 @@
-"""The sandbox's limits and walls, one small notebook at a time (``tools/grading.py`` grading a
+"""The sandbox's limits and walls, one small notebook at a time (``grader.grading`` grading a
 made-up assignment, no nbgrader): each test hands in an answer that tries to break out or to
 exhaust the machine, and reads the score and status the grader gives it.
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader import grading, sandbox
+from grader.sandbox import Limits
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import grading  # noqa: E402
-from sandbox import Limits  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]
@@ -34,8 +34,11 @@ def repo(tmp_path_factory):
     return root
 
 
-def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, notebook_s=60),
-          setup: str = SETUP, withheld=(), kernel: dict = None) -> grading.Outcome:
+SHORT = Limits(cell_s=20, call_s=20, notebook_s=60)
+
+
+def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = SHORT,
+          setup: str = SETUP, withheld=(), kernel: dict = None, autograd: bool = True) -> grading.Outcome:
     """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
     ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""
     tests = {"test_double": TEST} if tests is None else tests
@@ -47,10 +50,9 @@ def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits
         for gid, cell in cells.items()])
     if kernel:
         nb.metadata["kernelspec"] = kernel
-    path = repo / "submission.ipynb"
-    nbformat.write(nb, str(path))
-    return grading.grade_notebook(grading.Job("student", "a", "submission", path, cells, list(withheld),
-                                              limits, True, repo))
+    nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as the grader reads a file
+    return grading.grade_notebook(grading.Job("student", "a", "submission", nb, cells, list(withheld),
+                                              limits, True, repo, autograd))
 
 
 def test_an_honest_answer_scores_and_the_home_folder_starts_empty(repo):
@@ -77,7 +79,7 @@ def test_the_student_has_no_capability_and_cannot_remount_course_lib(repo):
 
 def test_too_many_files_stop_that_cell_only(repo):
     flood = "import os\nfor i in range(10**6):\n    open(f'f{i}', 'w').close()\n"
-    outcome = grade(repo, {"double": DOUBLE, "flood": flood}, limits=Limits(cell_s=20, notebook_s=60, files=500))
+    outcome = grade(repo, {"double": DOUBLE, "flood": flood}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, files=500))
     assert outcome.problems == ["cell 3 created more than 500 files (the limit per student)"]
     assert outcome.scores == {"test_double": 1.0}, outcome.failures
 
@@ -85,7 +87,7 @@ def test_too_many_files_stop_that_cell_only(repo):
 def test_a_full_disk_stops_that_cell_and_tmp_counts_too(repo):
     fill = ("import os\nfor i in range(100):\n"
             "    with open(f'/tmp/big{i}' if i % 2 else f'big{i}', 'wb') as f:\n        f.write(b'x' * 500_000)\n")
-    outcome = grade(repo, {"double": DOUBLE, "fill": fill}, limits=Limits(cell_s=20, notebook_s=60, disk_bytes=4 * 2**20))
+    outcome = grade(repo, {"double": DOUBLE, "fill": fill}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, disk_bytes=4 * 2**20))
     assert outcome.problems == ["cell 3 filled its 4 MB of disk (the limit per student) and was stopped there"]
     assert outcome.scores == {"test_double": 1.0}, outcome.failures
 
@@ -112,7 +114,7 @@ def test_a_fork_bomb_is_capped_and_costs_only_its_cell(repo):
     bomb = ("import os, time\nchildren = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
             "            time.sleep(60)\n            os._exit(0)\n        children += 1\nfinally:\n"
             "    print('children:', children)\n")
-    outcome = grade(repo, {"double": DOUBLE, "bomb": bomb}, limits=Limits(cell_s=20, notebook_s=60, processes=8))
+    outcome = grade(repo, {"double": DOUBLE, "bomb": bomb}, limits=Limits(cell_s=20, call_s=20, notebook_s=60, processes=8))
     # RLIMIT_NPROC stops it at once, or (the grader running as root, whom the kernel exempts) the
     # grader's count of the sandbox's processes, 4 times a second
     assert outcome.problems in (["cell 3 started more than 8 processes or threads (the limit per student) "
@@ -125,8 +127,6 @@ def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
     # the sandbox's own /tmp (bwrap failed with "Can't make symlink at /tmp: File exists").
     import subprocess
     import tempfile
-
-    import sandbox
 
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         env, work = Path(folder) / "env", Path(folder) / "work"
@@ -143,3 +143,78 @@ def test_a_python_environment_under_tmp_is_mounted_too(monkeypatch):
     count, *rest = done.stdout.split()
     assert rest == ["mounted", "new", Path(folder).name]  # /tmp is in the home folder
     assert int(count) == made > 2  # the home folder, .tmp and the environment's mount points
+
+
+AUTOGRAD_PATHS = """import torch
+
+
+def tries():
+    x = torch.ones(2, requires_grad=True)
+    attempts = {
+        "Tensor.backward": lambda: (x * x).sum().backward(),
+        "autograd.grad": lambda: torch.autograd.grad((x * x).sum(), x),
+        "func.grad": lambda: torch.func.grad(lambda t: (t * t).sum())(torch.ones(2)),
+        "functorch": lambda: __import__("torch._functorch.apis").\\
+            _functorch.apis.grad(lambda t: (t * t).sum())(torch.ones(2)),
+        "engine": lambda: torch.autograd.variable.Variable._execution_engine.run_backward(
+            ((x * x).sum(),), (torch.ones(()),), False, False, (), True, True),
+    }
+    found = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            found[name] = "ran"
+        except RuntimeError as e:
+            found[name] = "refused" if "autograd is off while a is graded" in str(e) else str(e)
+    return found
+"""
+
+
+@pytest.mark.parametrize("autograd", [False, True])
+def test_autograd_is_off_in_the_sandbox_when_the_assignment_says_so(repo, autograd):
+    expected = "refused" if not autograd else "ran"
+    outcome = grade(repo, {"tries": AUTOGRAD_PATHS}, {"test_tries": f"assert set(tries().values()) == {{{expected!r}}}, tries()\n"},
+                    autograd=autograd)
+    assert outcome.scores == {"test_tries": 1.0}, outcome.failures
+
+
+LOADS_THE_FILE = """import importlib.util, os
+
+spec = importlib.util.spec_from_file_location("copy", "/course/course_lib/functions.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+Linear_Layer = module.Linear_Layer
+cached = os.path.exists("/course/course_lib/__pycache__")
+"""
+
+
+def test_a_withheld_solutions_code_is_not_in_the_sandbox(repo):
+    (repo / "course_lib" / "__pycache__").mkdir(exist_ok=True)  # a cache the student could unmarshal
+    outcome = grade(repo, {"linear": LOADS_THE_FILE}, {"test_linear": LINEAR_TEST},
+                    withheld=["course_lib.functions.Linear_Layer"])
+    assert outcome.scores == {"test_linear": 0.0}
+    assert "course_lib.functions.Linear_Layer is course_lib's solution, withheld while a is graded" \
+        in outcome.failures["test_linear"]
+    assert any("loads code from a file or bytes" in flag for flag in outcome.flags)
+
+
+LINEAR_TEST = ("x, w = torch.randn(2, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)\n"
+               "assert torch.allclose(Linear_Layer.apply(x, w), x @ w)\n")
+SPIN = ("import time\n\ndef spin(seconds):\n    start = time.process_time()\n"
+        "    while time.process_time() - start < seconds:\n        pass\n    return 1\n")
+
+
+def test_each_call_from_a_test_has_its_own_cpu_budget(repo):
+    outcome = grade(repo, {"spin": SPIN}, {"test_twice": "assert spin(1.5) + spin(1.5) == 2\n",
+                                           "test_long": "assert spin(30) == 1\n"},
+                    limits=Limits(cell_s=20, call_s=2, notebook_s=120))
+    assert outcome.scores == {"test_twice": 1.0, "test_long": 0.0}, outcome.failures
+    assert outcome.problems == ["test_long: spin(...) ran past 2 s of CPU time (the limit per call)"]
+
+
+def test_nothing_is_graded_when_the_sandbox_cannot_be_watched(repo, monkeypatch):
+    monkeypatch.setattr(sandbox.Sandbox, "_sandbox_root", staticmethod(lambda info_r: None))
+    outcome = grade(repo, {"double": DOUBLE})
+    assert outcome.scores == {} and outcome.feedback is None
+    assert outcome.refused == ("the sandbox's process information was unavailable (bubblewrap did not say "
+                               "which process it started); nothing of this notebook was graded")

@@ -10,6 +10,11 @@ Each notebook runs top to bottom in a fresh kernel of *this* Python environment 
 ``python3`` kernel a user has registered), with the notebook's own folder as working directory, as
 nbval and JupyterLab run it. ``COURSE_FAST=1`` is set, so long lessons (MNIST training, the sweep)
 take their fast path. A notebook whose cell raises is reported and left untouched on disk.
+
+The kernel runs under one fixed numeric setup, ``ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1``
+(no MKL_CBWR), whatever the caller's environment says: the plainest code path, which every CPU
+has, so the saved outputs never record one machine's round-off. ``tools/check_portable.py``
+(``make portable``) then checks that they hold under the other setups as well.
 """
 
 import argparse
@@ -43,9 +48,17 @@ class ThisEnvKernelSpecs(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
+# The numeric setup outputs are saved under (check_portable.py's "default-1"); the variables in
+# NUMERIC_UNSET would pick another BLAS code path or thread count, so they are cleared.
+NUMERIC_SETUP = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+NUMERIC_UNSET = ("MKL_NUM_THREADS", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE")
+
+
 def kernel_env() -> dict:
-    """The kernel's environment: ours, in fast mode, with matplotlib left to draw inline."""
-    env = dict(os.environ, COURSE_FAST="1")
+    """The kernel's environment: ours, in fast mode and the fixed numeric setup, with matplotlib
+    left to draw inline."""
+    env = {k: v for k, v in os.environ.items() if k not in NUMERIC_UNSET}
+    env.update(NUMERIC_SETUP, COURSE_FAST="1")
     # A non-inline MPLBACKEND (e.g. Agg in CI) would silently drop every figure from the outputs.
     env.pop("MPLBACKEND", None)
     return env

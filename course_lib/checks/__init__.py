@@ -28,12 +28,16 @@ The checks live in these modules, all importable from here:
     distributed      combining shards' gradients, each process's share of a batch (lesson 10)
     triton           lesson 11: a reduction kernel, an off-by-one mask, tile sizes
     assignments      the checks of the graded nbgrader assignments
+    student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
+    student_loss     lesson 4's "Your turn" cells: cross-entropy atom by atom, a scalar engine
+    derivations      lessons 1-3: a standardisation folded into a layer, a jvp, weight decay
 """
 
 from .assignments import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch
 from .autograd import FakeCtx
 from .backprop import check_cross_entropy_backward, check_manual_step, check_mlp_gradients, mlp_gradients
 from .backward import check_backward, check_relu_mlp_gradients, check_torch_layout_backward
+from .derivations import check_fold_standardization, check_linear_jvp, check_weight_decay_step
 from .design import check_design, check_interaction
 from .distributed import check_combine_gradients, check_shard_bounds
 from .exercise_runner import exercise
@@ -43,6 +47,8 @@ from .linear import check_linear_backward, check_linear_forward, check_linear_ne
 from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
+from .student import check_backward_and_step, check_forward, check_linear_function, check_linear_gradients
+from .student_loss import check_cross_entropy_atoms, check_scalar_engine
 from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
 from .triton import check_grad_bias_kernel, check_row_mask_kernel, check_tile_choice
 
@@ -61,6 +67,10 @@ __all__ = [
     "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
     "check_grad_bias_kernel", "check_row_mask_kernel", "check_tile_choice",
+    # the lessons' "Your turn" cells, in reading order
+    "check_forward", "check_linear_gradients", "check_linear_function", "check_backward_and_step",
+    "check_cross_entropy_atoms", "check_scalar_engine",
+    "check_fold_standardization", "check_linear_jvp", "check_weight_decay_step",
     # the graded assignments
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",
 ]

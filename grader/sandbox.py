@@ -1,6 +1,6 @@
 """The grader's side of the sandbox: start the student's process, run its cells, call into it.
 
-The student's answer cells run in ``tools/grader_harness.py`` under bubblewrap (``bwrap``): its
+The student's answer cells run in ``grader/harness.py`` under bubblewrap (``bwrap``): its
 home folder is an empty in-memory filesystem of a fixed size (``/tmp`` points into it), the only
 writable place; the Python environment (the virtual environment and its base interpreter) and
 ``course_lib`` are mounted read-only; there is no network, no ``/proc`` of other processes, no
@@ -10,9 +10,15 @@ cell prints goes to a file the grader opened and handed over). Every limit is en
 cell that runs too long, creates too many files or a process that dies is killed or noticed by this
 side, whatever the student's code does.
 
-Proxies stand in for the student's functions and Function classes in the grader's process: a call
-sends its arguments to the sandbox and brings back plain values (``torch.load(weights_only=True)``),
-mirroring in-place changes to tensors, dicts and modules that were passed in.
+Time is CPU time: a cell, and each call of the student's code from a test, may use ``cell_s`` /
+``call_s`` seconds of CPU summed over every process in the sandbox (read from its ``/proc``), so
+a loaded machine or a busy neighbour does not change a grade; a wall-clock backstop of
+``WALL_FACTOR`` times that catches code that sleeps or waits. Each grading worker and its
+sandboxes run on one core of their own (``autograde.pin_worker``). When the sandbox's process
+information cannot be read, nothing is graded (``SandboxUnavailable``): no limit goes unenforced.
+
+The ``course_lib`` the sandbox sees is a copy without the solutions the assignment asks for
+(``withheld.py``): their code is not in the sandbox at all.
 """
 
 import functools
@@ -34,18 +40,23 @@ from pathlib import Path
 
 import torch
 
-HARNESS = Path(__file__).resolve().with_name("grader_harness.py")
+from grader.withheld import stubbed_copy
+
+HARNESS = Path(__file__).resolve().with_name("harness.py")
 HOME = "/home/student"  # the student's folder inside the sandbox
 PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
+WALL_FACTOR = 10  # wall-clock backstop: this many times a CPU-time limit (a loaded machine is slow)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one submission may use; every status that names a limit reads it from here."""
 
-    cell_s: float = 60.0  # one answer cell, or one test cell's calls into the student's code
-    notebook_s: float = 300.0  # everything of one notebook together
+    cell_s: float = 60.0  # CPU seconds of one answer cell
+    call_s: float = 60.0  # CPU seconds of one call of the student's code from a test
+    notebook_s: float = 300.0  # wall-clock seconds of everything of one notebook together
     output_bytes: int = 1_000_000  # one cell's printed output (and any file it writes)
     memory_bytes: int = 4 * 2**30  # each of the student's processes' address space (torch on a CPU fits in 1)
     disk_bytes: int = 64 * 2**20  # the student's home folder (and /tmp), in memory: a trained MLP is 0.5 MB
@@ -53,7 +64,8 @@ class Limits:
     processes: int = 16  # processes and threads in the sandbox (torch on one thread uses 3)
 
     def describe(self) -> str:
-        return (f"{self.cell_s:g} s per cell, {self.notebook_s:g} s per notebook, "
+        return (f"{self.cell_s:g} s per cell, {self.call_s:g} s per call from a test (CPU time), "
+                f"{self.notebook_s:g} s per notebook, "
                 f"{self.output_bytes / 1e6:g} MB of output per cell, {self.memory_bytes / 2**30:g} GB of memory, "
                 f"{self.disk_bytes / 2**20:g} MB and {self.files:,} files of disk, "
                 f"{self.processes} processes or threads")
@@ -61,21 +73,29 @@ class Limits:
 
 @dataclass(frozen=True)
 class Budget:
-    """A deadline (``time.monotonic()``) and the limit it comes from, for the status line."""
+    """CPU seconds the sandbox may use from now on, a wall-clock deadline (``time.monotonic()``)
+    behind it, and the limits they come from, for the status line."""
 
+    cpu_s: float
     deadline: float
-    limit: str
+    limit: str  # "60 s of CPU time (the limit per cell)"
+    wall_limit: str
 
     @classmethod
-    def for_cell(cls, limits: Limits, notebook_deadline: float) -> "Budget":
-        cell_end = time.monotonic() + limits.cell_s
-        if cell_end <= notebook_deadline:
-            return cls(cell_end, f"{limits.cell_s:g} s (the limit per cell)")
-        return cls(notebook_deadline, f"the notebook's {limits.notebook_s:g} s (the limit per notebook)")
+    def for_cell(cls, limits: Limits, notebook_deadline: float, call: bool = False) -> "Budget":
+        seconds, what = (limits.call_s, "call") if call else (limits.cell_s, "cell")
+        limit = f"{seconds:g} s of CPU time (the limit per {what})"
+        wall_end = time.monotonic() + WALL_FACTOR * seconds
+        if wall_end <= notebook_deadline:
+            return cls(seconds, wall_end, limit, f"{WALL_FACTOR * seconds:g} s of wall-clock time "
+                       f"({WALL_FACTOR} x the limit per {what}: it slept or waited)")
+        notebook = f"the notebook's {limits.notebook_s:g} s (the limit per notebook)"
+        return cls(seconds, notebook_deadline, limit, notebook)
 
 
 class SandboxUnavailable(Exception):
-    """bubblewrap is missing or does not work on this machine."""
+    """The sandbox cannot run, or cannot be watched (its process information is unreadable):
+    the submission is not graded."""
 
 
 class StudentProcessEnded(Exception):
@@ -159,6 +179,13 @@ class Sandbox:
         self.process = None
         self._root = None  # the sandbox's / seen from here, to count its files and processes
         self._handles = itertools.count()
+        self._cpu_start = 0.0  # the sandbox's CPU seconds when the current budget began
+        self.library = workdir / "library"  # the course_lib the student sees, without solutions
+
+    def prepare(self, withheld: list, assignment: str) -> None:
+        """The copy of ``course_lib`` the sandbox mounts: the withheld solutions' code left out."""
+        if not self.library.exists():
+            stubbed_copy(self.repo / "course_lib", self.library / "course_lib", withheld, assignment)
 
     def start(self, program: dict) -> None:
         """Start the harness on ``program`` (its cells, what to withhold); each cell's output goes
@@ -173,25 +200,44 @@ class Sandbox:
         self._res_r, res_w = os.pipe()
         info_r, info_w = os.pipe()
         if self.sandboxed:
-            argv = bwrap_command(self.workdir, self.repo, [sys.executable, "-s", "-B", "/grader/harness.py",
+            argv = bwrap_command(self.workdir, self.library, [sys.executable, "-s", "-B", "/grader/harness.py",
                                                            PROGRAM, str(req_r), str(res_w)], self.limits)
             argv[1:1] = ["--info-fd", str(info_w)]
             env = None
         else:
             argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir / "program.pt"), str(req_r), str(res_w)]
-            env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.repo))
-        output, memory = self.limits.output_bytes, self.limits.memory_bytes
+            env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.library))
+        output, memory, cpu = self.limits.output_bytes, self.limits.memory_bytes, int(self.limits.notebook_s)
         with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
             self.process = subprocess.Popen(
                 argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w, info_w, *fds), start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (output, output)),
                                     resource.setrlimit(resource.RLIMIT_AS, (memory, memory)),
-                                    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
+                                    resource.setrlimit(resource.RLIMIT_CORE, (0, 0)),
+                                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))))  # a backstop
         for fd in (req_r, res_w, info_w, *fds):
             os.close(fd)
         self._root = self._sandbox_root(info_r) if self.sandboxed else None
         os.close(info_r)
+        try:
+            if self.sandboxed and self._root is None:
+                raise OSError("bubblewrap did not say which process it started")
+            self._wait_for_proc()
+            self.cpu_seconds()
+        except OSError as e:  # fail closed: a limit we cannot watch is a limit we cannot enforce
+            self.stop()
+            raise SandboxUnavailable(f"the sandbox's process information was unavailable ({e}); "
+                                     "nothing of this notebook was graded") from None
+
+    def _wait_for_proc(self, seconds: float = 10.0) -> None:
+        """Wait until the sandbox is set up: bwrap names its process before it changes root and
+        mounts ``/proc``, and the harness it mounts last tells the two apart."""
+        deadline = time.monotonic() + seconds
+        while self._root and not (os.path.isfile(self._root + PROGRAM) and os.path.isdir(self._root + "/proc/1")):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise OSError(f"{self._root}/proc did not appear within {seconds:g} s")
+            time.sleep(0.01)
 
     @staticmethod
     def _sandbox_root(info_r: int):
@@ -208,20 +254,50 @@ class Sandbox:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def over_limit(self) -> str:
-        """What the student's code has too many of now (files, processes), or ``""``. RLIMIT_NPROC
-        already caps processes, except when the grader runs as root: the kernel exempts root's."""
-        if not self._root:
-            return ""
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) of every process of the student's, running or reaped, in
+        seconds: in the sandbox, every process its ``/proc`` lists; unsandboxed, the harness's
+        session. ``OSError`` when that information cannot be read."""
+        proc = self._root + "/proc" if self._root else "/proc"
+        total = 0
+        for name in os.listdir(proc):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"{proc}/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:  # that process ended meanwhile
+                continue
+            if self._root or int(fields[3]) == self.process.pid:  # fields[3]: its session
+                total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        return total / CLOCK_TICKS
+
+    def begin(self) -> None:
+        """Start the CPU clock of a new budget."""
+        self._cpu_start = self.cpu_seconds()
+
+    def over_limit(self, budget: "Budget") -> str:
+        """What the student's code has too much of now (CPU time, files, processes), or ``""``.
+        RLIMIT_NPROC already caps processes, except when the grader runs as root: the kernel
+        exempts root's. Unreadable process information while it runs stops it (fail closed)."""
         try:
+            if self.cpu_seconds() - self._cpu_start > budget.cpu_s:
+                return f"ran past {budget.limit}"
+            if not self._root:
+                return ""
             fs = os.statvfs(self._root + HOME)
             files = fs.f_files - fs.f_ffree - home_entries()  # less what the sandbox made there
             processes = sum(name.isdigit() for name in os.listdir(self._root + "/proc")) - 1  # less bwrap's
-        except OSError:  # the sandbox has just ended
-            return ""
+        except OSError as e:
+            if self.process is None or self.process.poll() is not None:
+                return ""  # the sandbox has just ended; the caller reads why
+            self.stop()
+            raise SandboxUnavailable(f"the sandbox's process information became unavailable ({e}); "
+                                     "the rest of this notebook was not graded") from None
         if files > self.limits.files:
-            return f"created more than {self.limits.files:,} files"
-        return f"started more than {self.limits.processes} processes" if processes > self.limits.processes else ""
+            return f"created more than {self.limits.files:,} files (the limit per student)"
+        return (f"started more than {self.limits.processes} processes (the limit per student)"
+                if processes > self.limits.processes else "")
 
     def stop(self, graceful: bool = False) -> None:
         """Kill the student's process; ``graceful``: first let it end by closing its request pipe
@@ -259,23 +335,23 @@ class Sandbox:
             if not isinstance(message, dict):
                 raise TypeError(type(message).__name__)
             return message
-        except StudentProcessEnded:
+        except (StudentProcessEnded, SandboxUnavailable):
             raise
         except Exception as e:  # anything unreadable: the student's code wrote on our pipe
             self.stop()
-            raise StudentProcessEnded(f"{doing} sent the grader something unreadable ({type(e).__name__})")
+            raise StudentProcessEnded(f"{doing} sent the grader something unreadable ({type(e).__name__})") from e
 
     def _read(self, n: int, budget: "Budget", doing: str) -> bytes:
         chunks = []
         while n:
-            if too_many := self.over_limit():  # checked 4 times a second while the student runs
+            if too_much := self.over_limit(budget):  # checked 4 times a second while the student runs
                 self.stop()
-                raise StudentProcessEnded(f"{doing} {too_many} (the limit per student)")
+                raise StudentProcessEnded(f"{doing} {too_much}")
             left = budget.deadline - time.monotonic()
             ready = select.select([self._res_r], [], [], min(left, 0.25))[0] if left > 0 else []
             if not ready and left <= 0.25:
                 self.stop()
-                raise StudentProcessEnded(f"{doing} ran past {budget.limit}")
+                raise StudentProcessEnded(f"{doing} ran past {budget.wall_limit}")
             if not ready:
                 continue
             chunk = os.read(self._res_r, min(n, 1 << 20))
@@ -288,6 +364,7 @@ class Sandbox:
         return b"".join(chunks)
 
     def request(self, message: dict, budget: "Budget", doing: str) -> dict:
+        self.begin()
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # the sandbox trusts us, not the reverse
         frame = memoryview(struct.pack(">Q", len(data)) + data)
         try:
@@ -322,94 +399,3 @@ def read_output(path: Path, limit: int) -> str:
     if size > 10_000:
         text += f"\n[... {size - 10_000:,} more bytes of output not shown]"
     return text
-
-
-# ---------------------------------------------------------------------------------------------
-# proxies: the student's objects as the grader's test code sees them
-# ---------------------------------------------------------------------------------------------
-
-def _rebuild_neural_net(state_dict: dict):
-    from course_lib.models import NeuralNet
-    model = NeuralNet(int(state_dict["fc1.weight"].shape[1]))
-    model.load_state_dict(state_dict)
-    return model
-
-
-# Modules a student's function may hand back, rebuilt here from their state_dict.
-REBUILD = {"course_lib.models.NeuralNet": _rebuild_neural_net}
-
-
-def from_wire(value):
-    """A value from the sandbox as the test code expects it: a module rebuilt, an object it
-    cannot bring back as a stand-in of the same type name (so a check can say "returned X")."""
-    if isinstance(value, dict) and "__module__" in value and "state_dict" in value:
-        rebuild = REBUILD.get(value["__module__"])
-        if rebuild is None:
-            raise TypeError(f"returned a {value['__module__'].rsplit('.', 1)[-1]}: the grader can "
-                            f"only take back {', '.join(REBUILD)}")
-        return rebuild(value["state_dict"])
-    if isinstance(value, dict) and set(value) == {"__object__"}:
-        return type(str(value["__object__"]), (), {})()
-    if isinstance(value, list):
-        return [from_wire(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(from_wire(v) for v in value)
-    if isinstance(value, dict):
-        return {k: from_wire(v) for k, v in value.items()}
-    return value
-
-
-@torch.no_grad()
-def mirror(args, after, same) -> None:
-    """Apply to the grader's arguments what the student's function did to its copies: tensors
-    changed in place, dict entries changed in place or replaced, modules' new state."""
-    for arg, state, kept in zip(args, after, same):
-        if isinstance(arg, torch.Tensor) and isinstance(state, torch.Tensor) and state.shape == arg.shape:
-            arg.copy_(state)
-        elif isinstance(arg, dict) and isinstance(state, dict) and isinstance(state.get("entries"), dict):
-            for key in [k for k in arg if k not in state["entries"]]:
-                del arg[key]
-            for key, value in state["entries"].items():
-                old = arg.get(key)
-                if key in (kept or ()) and isinstance(old, torch.Tensor) and isinstance(value, torch.Tensor) \
-                        and value.shape == old.shape:
-                    old.copy_(value)
-                else:
-                    arg[key] = from_wire(value)
-        elif isinstance(arg, torch.nn.Module) and isinstance(state, dict) and "state_dict" in state:
-            arg.load_state_dict(state["state_dict"])
-
-
-def callable_proxy(code, name: str):
-    """The student's function ``name``: runs in the sandbox on copies of the arguments."""
-
-    def proxy(*args, **kwargs):
-        reply = code.call({"op": "call", "name": name, "args": args, "kwargs": kwargs}, f"{name}(...)")
-        mirror(args, reply.get("args", []), reply.get("same", []))
-        return from_wire(reply.get("value"))
-
-    proxy.__name__ = proxy.__qualname__ = name
-    return proxy
-
-
-def function_proxy(code, name: str):
-    """The student's autograd Function class ``name``: forward and backward run in the sandbox
-    (backward through a stand-in ctx, returning its raw gradients); autograd, gradcheck and the
-    checks work on it here as on the original."""
-
-    def forward(ctx, *inputs):
-        handle = code.sandbox.new_handle()
-        sent = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in inputs)
-        reply = code.call({"op": "forward", "name": name, "inputs": sent, "handle": handle,
-                           "needs": tuple(ctx.needs_input_grad)}, f"{name}.forward")
-        ctx.sandbox_handle = handle
-        return from_wire(reply.get("value"))
-
-    def backward(ctx, *grad_outputs):
-        reply = code.call({"op": "backward", "handle": ctx.sandbox_handle, "grads": grad_outputs},
-                          f"{name}.backward")
-        value = reply.get("value")
-        return tuple(value) if isinstance(value, (list, tuple)) else value
-
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
-                                                   "backward": staticmethod(backward)})

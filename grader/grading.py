@@ -10,9 +10,14 @@ back as plain values and is checked by code the student cannot reach.
 Everything that goes wrong gets a short problem line naming the cell and the limit, and the
 other answers are still graded: a cell that ran too long, ended the process or printed too much is
 left out and the process started again without it.
+
+The test cells see the builtins and the setup cells' names as the instructor wrote them: a name
+of the student's that would shadow one (``len``, a check) is reported and not used. The feedback
+notebook (what the student gets) shows each hidden test's name, points and message, not its code.
 """
 
 import ast
+import builtins
 import contextlib
 import io
 import linecache
@@ -25,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import torch
 
-from sandbox import Budget, Limits, Sandbox, StudentProcessEnded, read_output
+from grader.course import nbgrader_meta
+from grader.proxies import callable_proxy, function_proxy
+from grader.sandbox import Budget, Limits, Sandbox, SandboxUnavailable, StudentProcessEnded, read_output
+from grader.text import first_line
 
 # What an honest answer never needs; each hit is shown to the instructor, not scored.
 SUSPICIOUS = {
@@ -38,7 +45,11 @@ SUSPICIOUS = {
                                r"|setattr\(\s*(course_lib|checks|Report)\b",
     "exec/eval": r"(?<![\w.])(exec|eval|compile)\s*\(", "open(": r"(?<![\w.])open\s*\(|\.read_(text|bytes)\s*\(",
     "gradebook": r"gradebook", "source/": r"source/|\.\./", "imports importlib/ctypes/subprocess":
-        r"\bimport\s+(importlib|ctypes|subprocess|socket)|__import__", "sys.modules": r"sys\s*\.\s*modules",
+        r"\b(import|from)\s+(importlib|ctypes|subprocess|socket)\b|__import__", "sys.modules": r"sys\s*\.\s*modules",
+    "loads code from a file or bytes": r"spec_from_file_location|module_from_spec|exec_module|SourceFileLoader"
+                                       r"|\b(pickle|marshal|dill|cloudpickle|_pickle)\s*\.\s*(loads?|Unpickler)\b"
+                                       r"|\b(import|from)\s+(pickle|marshal|dill|cloudpickle)\b|__reduce",
+    "reaches autograd's engine": r"_execution_engine|_ImperativeEngine|_engine_run_backward|_functorch",
     "os._exit": r"os\s*\.\s*_exit", "monkey-patches builtins": r"\bbuiltins\b|__builtins__",
     "digs for objects": r"__subclasses__|\bgc\s*\.\s*get_|\brunpy\b|\breload\s*\(",
 }
@@ -51,12 +62,13 @@ class Job:
     student: str
     assignment: str
     notebook: str  # the notebook's name, without .ipynb
-    path: Path  # the student's notebook
+    nb: dict  # the student's notebook: the grader's own copy, read without following links
     cells: dict  # {grade_id: {"kind": "setup" | "answer" | "test", "source": str, "points": float}}
-    withheld: list  # course_lib objects the sandbox replaces (e.g. "course_lib.train.train_epoch")
+    withheld: list  # course_lib objects left out of the sandbox (e.g. "course_lib.train.train_epoch")
     limits: Limits
     sandboxed: bool
-    repo: Path
+    repo: Path  # the folder holding the course_lib the sandbox gets a copy of
+    autograd: bool = True  # False: autograd raises in the sandbox
 
 
 @dataclass
@@ -72,6 +84,8 @@ class Outcome:
     graded_copy: dict = field(default_factory=dict)  # {grade_id: the index of the cell graded}
     feedback: dict = None  # the graded notebook, for autograded/
     seconds: float = 0.0
+    refused: str = ""  # why nothing was graded (the sandbox could not be watched)
+    tests: list = field(default_factory=list)  # per test: {"name", "score", "max_score", "output", "hidden"}
 
 
 def suspicious(index: int, source: str) -> list:
@@ -90,25 +104,32 @@ class StudentCode:
         self.cut = {}  # cell index -> why it stopped early (what it defined before still counts)
         self.results = {}  # cell index -> {"error": dict | None, "output": str}
         self.names = {}
-        self.budget = None  # of the test running now
-        self.test = None  # its grade_id
+        self.test = None  # the grade_id of the test running now
+        self.refused = ""  # why the sandbox could no longer be watched, if it could not
         self.stopped = []  # tests during which the student's process was stopped, and why
 
     def ensure_running(self) -> None:
         while not self.sandbox.running:
             cells = [(i, kind, src) for i, kind, src, _ in self.program if i not in self.skipped]
-            self.sandbox.start({"cells": cells, "withheld": self.job.withheld, "assignment": self.job.assignment})
+            self.sandbox.prepare(self.job.withheld, self.job.assignment)
+            self.sandbox.start({"cells": cells, "withheld": self.job.withheld, "assignment": self.job.assignment,
+                                "autograd": self.job.autograd})
             current = None
+            budget = Budget.for_cell(self.job.limits, self.deadline)
             try:
                 while True:
                     doing = ("starting Python" if current is None else f"cell {current}" if current > 0
                              else "the assignment's setup cell")
-                    message = self.sandbox.next_message(Budget.for_cell(self.job.limits, self.deadline), doing)
+                    message = self.sandbox.next_message(budget, doing)
                     if message.get("event") == "start" and isinstance(message.get("cell"), int):
                         current = message["cell"]
+                        budget = Budget.for_cell(self.job.limits, self.deadline)
+                        self.sandbox.begin()
                     elif message.get("event") == "end" and isinstance(message.get("cell"), int):
                         self._cell_done(message["cell"], message.get("error"))
                         current = None
+                        budget = Budget.for_cell(self.job.limits, self.deadline)
+                        self.sandbox.begin()
                     elif message.get("event") == "ready":
                         self.names = dict(message.get("names", {}))
                         return
@@ -143,9 +164,14 @@ class StudentCode:
     def call(self, message: dict, doing: str):
         if time.monotonic() >= self.deadline:
             raise TimeoutError(f"not run: the notebook used up its {self.job.limits.notebook_s:g} s")
-        self.ensure_running()
-        try:
-            reply = self.sandbox.request(message, self.budget, doing)
+        if self.refused:
+            raise RuntimeError(f"not run: {self.refused}")
+        try:  # each call has its own budget
+            self.ensure_running()
+            reply = self.sandbox.request(message, Budget.for_cell(self.job.limits, self.deadline, call=True), doing)
+        except SandboxUnavailable as e:  # a test may catch this; grade_notebook reads self.refused
+            self.refused = str(e)
+            raise RuntimeError(f"not run: {e}") from None
         except StudentProcessEnded as e:
             self.stopped.append(f"{self.test}: {e}")
             raise RuntimeError(str(e)) from None
@@ -168,11 +194,10 @@ def rebuilt_error(reply: dict) -> Exception:
 
 
 def grade_notebook(job: Job) -> Outcome:
-    """Grade ``job.path``; never raises for anything inside the student's notebook."""
+    """Grade ``job.nb``; never raises for anything inside the student's notebook."""
     start = time.monotonic()
     outcome = Outcome()
-    nb = nbformat.read(job.path, as_version=4)
-    program = pick_cells(job, nb, outcome)
+    program = pick_cells(job, job.nb, outcome)
     for index, kind, source, _ in program:
         if kind == "answer":
             outcome.flags += suspicious(index, source)
@@ -184,20 +209,29 @@ def grade_notebook(job: Job) -> Outcome:
             except StudentProcessEnded as e:
                 outcome.problems.append(str(e))
             outcome.problems += [{**code.cut, **code.skipped}[i] for i in sorted({**code.cut, **code.skipped})]
-            namespace = trusted_namespace(job, code)
+            namespace, shadowing = trusted_namespace(job, code)
+            outcome.notes += shadowing
             tests = {gid: run_test(gid, cell, namespace, code) for gid, cell in job.cells.items()
                      if cell["kind"] == "test"}
+        except SandboxUnavailable as e:
+            code.refused = str(e)
         finally:
             code.sandbox.stop(graceful=True)
+    outcome.seconds = time.monotonic() - start
+    if code.refused:  # fail closed: no score from a sandbox we could not watch
+        outcome.refused, outcome.problems = code.refused, []
+        return outcome
     outcome.problems += code.stopped
-    outcome.notes = [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'])}"
-                     for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
-    for gid, (outputs, error) in tests.items():
-        outcome.scores[gid] = 0.0 if error else job.cells[gid]["points"]
+    outcome.notes += [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'], 300)}"
+                      for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
+    for gid, (_outputs, error) in tests.items():
+        cell = job.cells[gid]
+        outcome.scores[gid] = 0.0 if error else cell["points"]
         if error:
             outcome.failures[gid] = error
-    outcome.feedback = feedback_notebook(job, nb, code, tests, outcome)
-    outcome.seconds = time.monotonic() - start
+        outcome.tests.append({"name": gid, "score": outcome.scores[gid], "max_score": cell["points"],
+                              "output": error or "passed", "hidden": HIDDEN_BEGIN in cell["source"]})
+    outcome.feedback = feedback_notebook(job, job.nb, code, tests, outcome)
     return outcome
 
 
@@ -206,8 +240,8 @@ def pick_cells(job: Job, nb, outcome: Outcome) -> list:
     cell graded for each grade_id: a grade_id the student duplicated is graded in its last copy."""
     seen = {}
     for index, cell in enumerate(nb.cells, start=1):
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.cell_type == "code" and gid in job.cells:
+        gid = nbgrader_meta(cell).get("grade_id")
+        if cell.cell_type == "code" and isinstance(gid, str) and gid in job.cells:
             seen.setdefault(gid, []).append(index)
     for gid, indices in seen.items():
         if len(indices) > 1:
@@ -222,21 +256,28 @@ def pick_cells(job: Job, nb, outcome: Outcome) -> list:
     return setup + answers
 
 
-def trusted_namespace(job: Job, code: StudentCode) -> dict:
-    """The setup cells run here, then a proxy for each name the answer cells defined."""
-    from sandbox import callable_proxy, function_proxy
-    namespace = {"__name__": "__main__"}
+def trusted_namespace(job: Job, code: StudentCode):
+    """The setup cells run here, then a proxy for each name the answer cells defined; returns the
+    namespace and a note for each of the student's names that would shadow a builtin or a setup
+    name (those are not used: the tests keep the instructor's)."""
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
     with contextlib.redirect_stdout(io.StringIO()):
         for cell in job.cells.values():
             if cell["kind"] == "setup":
                 exec(compile(cell["source"], "<setup>", "exec"), namespace)
     answers = [(i, src) for i, kind, src, _ in code.program if kind == "answer"]
+    shadowing = []
     for name, kind in code.names.items():
-        if isinstance(name, str) and name not in namespace and kind != "value":
+        if not isinstance(name, str) or not name.isidentifier():
+            continue
+        if name in namespace or hasattr(builtins, name):
+            what = "a builtin" if hasattr(builtins, name) and name not in namespace else "a name of the setup cell"
+            shadowing.append(f"the answers define {name}, {what} the tests use: the tests used the original")
+        elif kind != "value":
             namespace[name] = (function_proxy if kind == "function_class" else callable_proxy)(code, name)
             if kind == "callable":
                 namespace[name].__wrapped__ = source_stand_in(name, answers)
-    return namespace
+    return namespace, shadowing
 
 
 def source_stand_in(name: str, answers: list):
@@ -280,7 +321,7 @@ def plain_def(name: str, answers: list):
 
 def run_test(gid: str, cell: dict, namespace: dict, code: StudentCode):
     """Run one test cell here: ``(notebook outputs, error text or "")``."""
-    code.budget, code.test = Budget.for_cell(code.job.limits, code.deadline), gid
+    code.test = gid
     printed = io.StringIO()
     error = ""
     outputs = []
@@ -302,8 +343,8 @@ def feedback_notebook(job: Job, nb, code: StudentCode, tests: dict, outcome: Out
     what it printed or why it did not run, copies and try-out cells without outputs."""
     nb, graded_copy = nbformat.from_dict(nb), outcome.graded_copy
     for index, cell in enumerate(nb.cells, start=1):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        gid = meta.get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
+        gid = gid if isinstance(gid, str) else None
         if cell.cell_type != "code":
             continue
         cell.outputs, cell.execution_count = [], None
@@ -311,12 +352,12 @@ def feedback_notebook(job: Job, nb, code: StudentCode, tests: dict, outcome: Out
             del cell.metadata["nbgrader"]
             cell.outputs = [stream(f"not graded: cell {graded_copy[gid]} has the same grade_id {gid}")]
         elif gid in job.cells and job.cells[gid]["kind"] != "answer":
-            cell.source = job.cells[gid]["source"]
+            cell.source = without_hidden_tests(job.cells[gid])
             cell.outputs = tests.get(gid, ([], ""))[0]
         elif gid in job.cells:
             cell.outputs = answer_outputs(index, code)
     for gid in outcome.restored:
-        restored = nbformat.v4.new_code_cell(job.cells[gid]["source"], metadata={"nbgrader": {
+        restored = nbformat.v4.new_code_cell(without_hidden_tests(job.cells[gid]), metadata={"nbgrader": {
             "grade": True, "grade_id": gid, "locked": True, "points": job.cells[gid]["points"],
             "schema_version": 3, "solution": False, "task": False}})
         restored.outputs = tests[gid][0]
@@ -337,8 +378,23 @@ def answer_outputs(index: int, code: StudentCode) -> list:
     return outputs
 
 
-def first_line(text: str) -> str:
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")[:300]
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def without_hidden_tests(cell: dict) -> str:
+    """A test cell's source as the student may see it: each hidden region replaced by a line
+    that says it ran (its result is the cell's output), as in the released notebook."""
+    kept, hidden = [], False
+    for line in cell["source"].splitlines():
+        if HIDDEN_BEGIN in line:
+            hidden = True
+            kept.append(line[:line.index(HIDDEN_BEGIN)] + f"# hidden tests ({cell['points']:g} points "
+                        "for the whole cell) ran here; their result is below, their code is not shown")
+        elif HIDDEN_END in line:
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def stream(text: str, name: str = "stdout"):

@@ -1,9 +1,10 @@
 """The student's side of the autograder: runs inside the sandbox, never in the grader's process.
 
-    python grader_harness.py PROGRAM REQUEST_FD RESPONSE_FD
+    python harness.py PROGRAM REQUEST_FD RESPONSE_FD
 
-``PROGRAM`` (written by ``tools/sandbox.py``) holds the cells to run, the course_lib objects to
-withhold, a file descriptor per cell for its output (the grader opened the files: the sandbox
+A standalone script (the sandbox mounts this one file; it imports nothing of the grader).
+``PROGRAM`` (written by ``grader/sandbox.py``) holds the cells to run, the course_lib objects to
+withhold, whether autograd is off, a file descriptor per cell for its output (the grader opened the files: the sandbox
 cannot see them) and the most processes the student may start. The harness runs the cells one by
 one in the current folder, then answers the grader's requests: call one of the student's
 functions, or run a student's autograd Function's forward or backward through a stand-in ``ctx``.
@@ -78,7 +79,10 @@ def withhold(names, assignment: str) -> None:
     importlib.import_module("course_lib.checks")  # the modules that import the solutions
     for qualified in names:
         module, attr = qualified.rsplit(".", 1)
-        original = getattr(importlib.import_module(module), attr)
+        try:
+            original = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):  # not in this course_lib: nothing to withhold
+            continue
         stub = Withheld(qualified, assignment)
         for name, mod in list(sys.modules.items()):
             if name == "course_lib" or name.startswith("course_lib."):
@@ -99,6 +103,36 @@ def disable(original, message: str) -> None:
             function.__code__ = scope["withheld"].__code__
 
 
+def disable_autograd(assignment: str) -> None:
+    """Make every entry to autograd's engine raise, for an assignment that asks for gradients by
+    hand: ``Tensor.backward``, ``torch.autograd.grad/backward``, ``torch.autograd.functional``,
+    ``torch.func``'s transforms, and the engine object itself."""
+    text = f"autograd is off while {assignment} is graded: compute the gradients by hand"
+
+    def refusal():  # a new function each time: torch.compile's tables refuse one object under two names
+        def refuse(*args, **kwargs):
+            raise RuntimeError(text)
+        return refuse
+
+    class Engine:
+        def __getattr__(self, name):
+            raise RuntimeError(text)
+
+    import torch.autograd.functional
+    import torch.autograd.graph
+    import torch.autograd.variable
+    import torch.func
+    torch.Tensor.backward = refusal()
+    torch.autograd.grad, torch.autograd.backward = refusal(), refusal()
+    for name in ("vjp", "jvp", "jacobian", "hessian", "vhp", "hvp"):
+        setattr(torch.autograd.functional, name, refusal())
+    for name in ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "linearize"):
+        setattr(torch.func, name, refusal())
+    torch.autograd.variable.Variable._execution_engine = Engine()
+    torch.autograd.graph._engine_run_backward = refusal()
+    torch._C._ImperativeEngine = refusal()
+
+
 def redirect_output(fd: int) -> None:
     try:
         sys.stdout.flush()
@@ -115,10 +149,10 @@ def error_of(e: BaseException) -> dict:
 
 
 def run_cells(program: dict, namespace: dict, out: int) -> None:
-    setup_names = None
+    setup = None  # the namespace after the setup cells: what the student's cells found there
     for (index, kind, source), output in zip(program["cells"], program["outputs"]):
-        if kind == "answer" and setup_names is None:
-            setup_names = set(namespace)
+        if kind == "answer" and setup is None:
+            setup = dict(namespace)
         send(out, {"event": "start", "cell": index})
         redirect_output(output)
         error = None
@@ -127,9 +161,10 @@ def run_cells(program: dict, namespace: dict, out: int) -> None:
         except BaseException as e:  # noqa: BLE001 (a notebook shows every error and goes on)
             error = error_of(e)
         send(out, {"event": "end", "cell": index, "error": error})
-    setup_names = set(namespace) if setup_names is None else setup_names
+    setup = dict(namespace) if setup is None else setup
+    # new names, and setup names the student bound to something else (the grader reports those)
     defined = {name: kind_of(value) for name, value in namespace.items()
-               if name not in setup_names and not name.startswith("_")}
+               if not name.startswith("_") and (name not in setup or setup[name] is not value)}
     send(out, {"event": "ready", "names": defined})
 
 
@@ -220,6 +255,8 @@ def main() -> None:
     if program["processes"]:  # counted in the sandbox's own user namespace; no capability lifts it
         resource.setrlimit(resource.RLIMIT_NPROC, (program["processes"], program["processes"]))
     withhold(program["withheld"], program["assignment"])
+    if not program.get("autograd", True):
+        disable_autograd(program["assignment"])
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     run_cells(program, namespace, out)
     redirect_output(program["outputs"][-1])  # what the student's functions print when called
