@@ -23,6 +23,7 @@ help:
 	@echo "make test-fast    the unit tests only: no notebooks, no browser, nothing slow"
 	@echo "make lab          open JupyterLab on notebooks/ (students' set-up: no nbgrader)"
 	@echo "make notebooks    re-execute and re-save the lesson notebooks"
+	@echo "make portable     check the lessons' saved outputs under several CPU setups"
 	@echo "make figures      redraw the lesson figures in assets/"
 	@echo "make bench        run the speed benchmarks in benchmarks/"
 	@echo "make assignments  generate the nbgrader student release"
