@@ -17,23 +17,28 @@ SITE_ARGS  ?=
         site site-test portable
 
 help:
+	@echo "make venv         create .venv and install the pinned packages (every target does it first)"
 	@echo "make train        train the course MLP (see: $(PY) -m course_lib train --help)"
 	@echo "make test         create/refresh .venv, run unit tests and every notebook (nbval)"
-	@echo "make lab          open JupyterLab on notebooks/"
+	@echo "make test-fast    the unit tests only: no notebooks, no browser, nothing slow"
+	@echo "make lab          open JupyterLab on notebooks/ (students' set-up: no nbgrader)"
 	@echo "make notebooks    re-execute and re-save the lesson notebooks"
+	@echo "make portable     check the lessons' saved outputs under several CPU setups"
 	@echo "make figures      redraw the lesson figures in assets/"
 	@echo "make bench        run the speed benchmarks in benchmarks/"
 	@echo "make assignments  generate the nbgrader student release"
 	@echo "make autograde    grade assignments/submitted/ and print the score table"
 	@echo "make site         build the course website into build/site/ (runs every lesson in full)"
 	@echo "make site-test    check build/site/ in Chromium (every page, offline)"
+	@echo "make clean        delete .venv, build/ and the test caches"
+	@echo "make help         this list"
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,site]'
+	$(PY) -m pip install --quiet --quiet --upgrade pip
+	$(PY) -m pip install --quiet --quiet -e '.[dev,site]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -47,8 +52,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider $(TEST_ARGS)
 
+# From the repository's root, so the lessons' ../assets/ figures load; students' set-up (no nbgrader).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	JUPYTER_CONFIG_PATH=tools/lab_config $(PY) -m jupyter lab --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/notebooks
 
 notebooks: $(STAMP)
 	$(PY) tools/run_notebooks.py

@@ -23,9 +23,9 @@ import time
 import torch
 import torch._inductor.config
 import torch.nn.functional as F
+from timing import sync
 
 from course_lib.models import NeuralNet
-from timing import sync
 
 
 def run_epoch(model, optimizer, images, labels, batch, precision):

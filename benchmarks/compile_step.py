@@ -23,12 +23,12 @@ import time
 import torch
 import torch._inductor.config
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
-
-from course_lib.models import NeuralNet
 from linear_vs_torch import train_step
 from timing import compare, sync
+from torch.func import functional_call, grad, vmap
 from train_throughput import with_torch_linear
+
+from course_lib.models import NeuralNet
 
 
 def contenders(batch, device):

@@ -43,11 +43,11 @@ if ARGS.dry_run:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from timing import compare  # noqa: E402
 
 from course_lib import triton_linear  # noqa: E402
 from course_lib.models import NeuralNet  # noqa: E402
 from course_lib.triton_linear import TritonLinear, TritonLinearFunction, matmul_kernel  # noqa: E402
-from timing import compare  # noqa: E402
 
 FORWARD_TARGET = 1.3  # the target: forward within 1.3x of cuBLAS at 4096 x 4096, float16
 TILE_CONFIGS = [(128, 128, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 3),
@@ -92,14 +92,14 @@ def layer_cases(device, batches, args, sizes=(784, 128)):
         with torch.no_grad():
             Y = triton_linear.linear_forward(X, W, b, relu=True)
             torch.testing.assert_close(Y, F.relu(F.linear(X, W.T, b)), rtol=1e-4, atol=1e-4)
-            times = compare({"triton fused": lambda: triton_linear.linear_forward(X, W, b, relu=True),
-                             "F.linear + relu": lambda: F.relu(F.linear(X, W.T, b)),
-                             "triton": lambda: triton_linear.linear_forward(X, W, b),
-                             "F.linear": lambda: F.linear(X, W.T, b)}, device, args.rounds, args.min_seconds)
+            times = compare({"triton fused": lambda X=X, W=W, b=b: triton_linear.linear_forward(X, W, b, relu=True),
+                             "F.linear + relu": lambda X=X, W=W, b=b: F.relu(F.linear(X, W.T, b)),
+                             "triton": lambda X=X, W=W, b=b: triton_linear.linear_forward(X, W, b),
+                             "F.linear": lambda X=X, W=W, b=b: F.linear(X, W.T, b)}, device, args.rounds, args.min_seconds)
         fused_ratios[B] = row(f"forward + ReLU, B = {B}", times, "triton fused", "F.linear + relu")
         row(f"forward, B = {B}", times, "triton", "F.linear")
-        times = compare({"triton": lambda: TritonLinearFunction.apply(X, W, b).sum().backward(),
-                         "F.linear": lambda: F.linear(X, W.T, b).sum().backward()},
+        times = compare({"triton": lambda X=X, W=W, b=b: TritonLinearFunction.apply(X, W, b).sum().backward(),
+                         "F.linear": lambda X=X, W=W, b=b: F.linear(X, W.T, b).sum().backward()},
                         device, args.rounds, args.min_seconds)
         row(f"forward + backward, B = {B}", times, "triton", "F.linear")
     return fused_ratios
@@ -115,8 +115,8 @@ def mlp_cases(device, batches, args):
     compiled = torch.compile(reference)
     for B in batches:
         x, y = torch.randn(B, 784, device=device), torch.randint(0, 10, (B,), device=device)
-        times = compare({"triton MLP": lambda: F.cross_entropy(ours(x), y).backward(),
-                         "torch.compile": lambda: F.cross_entropy(compiled(x), y).backward()},
+        times = compare({"triton MLP": lambda x=x, y=y: F.cross_entropy(ours(x), y).backward(),
+                         "torch.compile": lambda x=x, y=y: F.cross_entropy(compiled(x), y).backward()},
                         device, args.rounds, args.min_seconds)
         row(f"MLP forward + backward, B = {B}", times, "triton MLP", "torch.compile")
 

@@ -23,7 +23,9 @@ cannot run says why and what to do (``TritonUnavailable``). Its kernels are plai
 decorated with ``triton.jit`` at their first launch (``jitted``).
 """
 
-from __future__ import annotations  # kernel annotations ("tl.constexpr") stay strings: no Triton needed to import
+from __future__ import (
+    annotations,  # kernel annotations ("tl.constexpr") stay strings: no Triton needed to import
+)
 
 import functools
 import inspect

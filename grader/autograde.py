@@ -13,7 +13,14 @@ from pathlib import Path
 
 import nbformat
 
-from grader.course import REPO, AssignmentError, grading_settings, load_config, nbgrader_meta, released_assignments
+from grader.course import (
+    REPO,
+    AssignmentError,
+    grading_settings,
+    load_config,
+    nbgrader_meta,
+    released_assignments,
+)
 from grader.grading import Job, Outcome, grade_notebook
 from grader.sandbox import Limits, bwrap_problem
 from grader.submissions import InvalidSubmission, grade_ids, links_in, parse_notebook, read_bytes
@@ -164,6 +171,7 @@ def run_jobs(jobs: list, workers: int):
 def record(course: Path, db_url: str, row: Row, job: Job, outcome: Outcome) -> None:
     """Write one graded notebook to ``autograded/``, its scores to the gradebook and to ``row``."""
     from nbgrader.api import Gradebook
+
     from course_lib.runlog import atomic_write
 
     row.seconds += round(outcome.seconds, 1)

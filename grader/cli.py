@@ -19,8 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from grader.course import (COURSE, AssignmentError, print_validation, release,
-                           use_this_environment, validate)
+from grader.course import COURSE, AssignmentError, print_validation, release, use_this_environment, validate
 from grader.sandbox import Limits
 from grader.text import one_line
 

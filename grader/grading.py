@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import torch
 
 from grader.course import nbgrader_meta
 from grader.proxies import callable_proxy, function_proxy
@@ -225,7 +224,7 @@ def grade_notebook(job: Job) -> Outcome:
     outcome.problems += code.stopped
     outcome.notes += [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'], 300)}"
                       for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
-    for gid, (outputs, error) in tests.items():
+    for gid, (_outputs, error) in tests.items():
         cell = job.cells[gid]
         outcome.scores[gid] = 0.0 if error else cell["points"]
         if error:

@@ -7,6 +7,7 @@ were passed in; a Function's forward and backward run there through a stand-in `
 
 import torch
 
+
 def _rebuild_neural_net(state_dict: dict):
     from course_lib.models import NeuralNet
     model = NeuralNet(int(state_dict["fc1.weight"].shape[1]))

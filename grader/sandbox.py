@@ -339,7 +339,7 @@ class Sandbox:
             raise
         except Exception as e:  # anything unreadable: the student's code wrote on our pipe
             self.stop()
-            raise StudentProcessEnded(f"{doing} sent the grader something unreadable ({type(e).__name__})")
+            raise StudentProcessEnded(f"{doing} sent the grader something unreadable ({type(e).__name__})") from e
 
     def _read(self, n: int, budget: "Budget", doing: str) -> bytes:
         chunks = []

@@ -39,6 +39,7 @@ class Row:
 def write_csv(rows: list, path: Path) -> None:
     """Write the table next to its final place, then rename: never half a file."""
     import pandas as pd
+
     from course_lib.runlog import atomic_write
 
     table = pd.DataFrame([r.safe() for r in rows], columns=list(COLUMNS))

@@ -16,6 +16,7 @@ runs go where the lesson puts them (the checkout's runs/ folder), as when a stud
 import argparse
 import os
 import pkgutil
+import secrets
 import shutil
 import sys
 import time
@@ -26,8 +27,13 @@ REPO = SITE.parent
 BUILD = REPO / "build"
 PAGES = ["index.md", "assignments.md", "benchmarks.md"]  # site/'s own pages
 # Repository files the pages include, at the same relative place (their links keep working).
-INCLUDED = ["assignments/README.md", "benchmarks/RESULTS.md"]
+INCLUDED = ["README.md", "assignments/README.md", "benchmarks/RESULTS.md"]
 CLOSED_PROXY = "http://127.0.0.1:9"  # port 9 (discard): a download is refused at once
+# A random value put in the build's environment and written beside (not into) the site:
+# tests/test_site.py fails when a page contains it, i.e. when a page publishes the environment.
+CANARY_NAME = "COURSE_SITE_CANARY"
+CANARY_FILE = BUILD / "site-canary.txt"
+KERNEL_CONFIG = 'c.IPKernelApp.log_level = "ERROR"\n'
 API_HEADER = """# API reference: `course_lib`
 
 Every public name of the course's library, from its docstrings. The lessons import these; the
@@ -81,6 +87,15 @@ def assemble(src: Path) -> None:
     (src / "api.md").write_text(api_page())
 
 
+def plant_canary() -> str:
+    """Put a fresh random value in this build's environment (the kernels and autodoc see it)."""
+    value = f"canary-{secrets.token_hex(12)}"
+    os.environ[CANARY_NAME] = value
+    CANARY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    CANARY_FILE.write_text(value + "\n")
+    return value
+
+
 def kernel_environment(preview: bool) -> None:
     """Set the environment the lessons' kernels inherit (see the module docstring)."""
     os.environ["COURSE_SITE_EXECUTE"] = "off" if preview else "force"
@@ -96,6 +111,13 @@ def kernel_environment(preview: bool) -> None:
         os.environ.pop(name, None)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # The kernels read their IPython settings from the build's own folder, not the user's profile:
+    # they log errors only, so the build does not print "Kernel is running over TCP without
+    # encryption" once per lesson (they talk to this process on 127.0.0.1).
+    ipython = BUILD / "site-ipython"
+    (ipython / "profile_default").mkdir(parents=True, exist_ok=True)
+    (ipython / "profile_default" / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
+    os.environ["IPYTHONDIR"] = str(ipython)
     # The lessons' "python3" kernel is this environment's (ipykernel's, run by this Python), not a
     # kernel of the same name the user registered for another Python: JUPYTER_PATH comes first.
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
@@ -108,6 +130,7 @@ def build(out: Path, preview: bool) -> int:
     src, doctrees = BUILD / "site-src", BUILD / "site-doctrees"
     assemble(src)
     kernel_environment(preview)
+    plant_canary()
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(doctrees, ignore_errors=True)
     return build_main(["-b", "html", "-c", str(SITE), "-d", str(doctrees), "-q",

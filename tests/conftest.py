@@ -1,6 +1,9 @@
 """Shared fixtures: the devices to test on (CUDA only where it exists), and no network."""
 
+import importlib.util
+import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -8,6 +11,17 @@ import torch
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none here")
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
+
+# Triton reads TRITON_INTERPRET once, when it is first imported. Without CUDA the Triton tests run
+# its CPU interpreter, so import it in that mode now, before any test module (torch.compile's
+# inductor, say) imports it the other way; tests/triton_interpreter.py then sets the variable
+# for each Triton test only.
+if not torch.cuda.is_available() and "triton" not in sys.modules and importlib.util.find_spec("triton"):
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    finally:
+        del os.environ["TRITON_INTERPRET"]
 
 
 @pytest.fixture(autouse=True)

@@ -121,8 +121,8 @@ def _library_answers():
     import course_lib.functions as functions
     import course_lib.manual as manual
     import course_lib.train as train
-    from course_lib.checks import check_function
     from course_lib.checks import assignments as checks
+    from course_lib.checks import check_function
 
     def swish(x, beta):
         return x * torch.sigmoid(beta * x)

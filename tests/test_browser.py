@@ -29,6 +29,8 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LESSON = "01_forward_pass.ipynb"
+LESSONS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LAB_CONFIG = ROOT / "tools" / "lab_config"  # what `make lab` puts on JUPYTER_CONFIG_PATH
 INLINE = "hiplot_inline.ipynb"  # written by the jupyterlab fixture
 
 pytestmark = [
@@ -165,9 +167,10 @@ def jupyterlab(tmp_path_factory):
     are temporary: nothing of the user's set-up is read or written.
     """
     tmp_path = tmp_path_factory.mktemp("jupyterlab")
-    root = tmp_path / "notebooks"
+    root = tmp_path / "notebooks"  # JupyterLab serves tmp_path, as `make lab` serves the checkout
     root.mkdir()
-    (tmp_path / "assets").symlink_to(ROOT / "assets", target_is_directory=True)
+    # A copy: JupyterLab serves no file through a link that leads outside its root.
+    shutil.copytree(ROOT / "assets", tmp_path / "assets", ignore=shutil.ignore_patterns("*.py"))
     for source in (ROOT / "notebooks").glob("*.ipynb"):
         nb = nbformat.read(source, as_version=4)
         for cell in nb.cells:
@@ -181,12 +184,10 @@ def jupyterlab(tmp_path_factory):
         "from course_lib import analysis\n"
         "analysis.runs_experiment(analysis.load_runs('sweep')).display()")]
     nbformat.write(inline, root / INLINE)
-    config = tmp_path / "jupyter-config"
-    # JupyterLab's "get Jupyter news?" pop-up would sit over the page.
-    (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+    # The students' set-up `make lab` uses (tools/lab_config: no nbgrader, no news pop-up); the
+    # user's own config folder is an empty temporary one.
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+               JUPYTER_CONFIG_PATH=str(LAB_CONFIG), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                JUPYTER_DATA_DIR=str(tmp_path / "data"), IPYTHONDIR=str(tmp_path / "ipython"))
     env.pop("MPLBACKEND", None)  # a non-inline backend (Agg in CI) would warn on every plt.show()
     port, token = free_port(), secrets.token_hex(16)
@@ -196,12 +197,13 @@ def jupyterlab(tmp_path_factory):
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
              "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
+             "--LabApp.default_url=/lab/tree/notebooks",
              "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy 2-core machine
         while True:
             try:
                 api(base, token, "/api/status")
@@ -243,7 +245,7 @@ def run_all_cells(page, lab, name) -> dict:
     for session in api(lab["url"], lab["token"], "/api/sessions"):
         api(lab["url"], lab["token"], f"/api/sessions/{session['id']}", method="DELETE")
     try:
-        page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
+        page.goto(f"{lab['url']}/lab/tree/notebooks/{name}?reset&token={lab['token']}")
         page.wait_for_function(KERNEL_IDLE, timeout=45_000)
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
@@ -291,3 +293,69 @@ def test_hiplot_displays_inline_in_jupyterlab(browser, jupyterlab):
         page.close()
     assert problems(notebook) == [], "\n".join(problems(notebook))
     assert lines == len(GRID), f"{lines} lines drawn for {len(GRID)} runs"
+
+
+def test_make_lab_serves_the_checkout_with_the_students_config():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nlab:", 1)[1].split("\n\n", 1)[0]
+    assert "JUPYTER_CONFIG_PATH=tools/lab_config" in recipe
+    assert "--ServerApp.root_dir=." in recipe and "/lab/tree/notebooks" in recipe
+    assert "notebooks/\n" not in recipe  # serving notebooks/ itself hides ../assets/
+
+
+# Scroll the notebook from top to bottom (JupyterLab draws only the cells in view), and collect
+# every image that did not load: markdown figures and rendered outputs alike.
+BROKEN_IMAGES_WHILE_SCROLLING = """async () => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+  const broken = new Set(), seen = new Set();
+  for (let y = 0; ; y += panel.clientHeight / 2) {
+    panel.scrollTop = y;
+    await new Promise(r => setTimeout(r, 500));
+    for (const img of panel.querySelectorAll('img')) {
+      if (!img.complete) { await new Promise(r => { img.onload = img.onerror = r; setTimeout(r, 5000); }); }
+      seen.add(img.getAttribute('src'));
+      if (!(img.complete && img.naturalWidth > 0)) broken.add(img.getAttribute('src'));
+    }
+    if (y >= panel.scrollHeight) break;
+  }
+  return {seen: Array.from(seen), broken: Array.from(broken)};
+}"""
+
+
+def test_every_lesson_shows_its_figures_in_jupyterlab(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    failed = []
+    page.on("response", lambda r: r.status >= 400 and "/files/" in r.url and failed.append(r.url))
+    images = {}
+    try:
+        for name in LESSONS:
+            page.goto(f"{jupyterlab['url']}/lab/tree/notebooks/{name}?reset&token="
+                      f"{jupyterlab['token']}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-RenderedMarkdown", timeout=45_000)
+            images[name] = page.evaluate(BROKEN_IMAGES_WHILE_SCROLLING)
+    finally:
+        page.close()
+    broken = {name: found["broken"] for name, found in images.items() if found["broken"]}
+    assert not broken and not failed, (broken, failed)
+    assert len(images[LESSON]["seen"]) >= 4  # lesson 01's four figures were drawn, and loaded
+
+
+def test_students_jupyterlab_has_no_nbgrader(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(f"{jupyterlab['url']}/lab/tree/notebooks/{LESSON}?reset&token="
+                  f"{jupyterlab['token']}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=45_000)
+        page.wait_for_timeout(1000)
+        menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+        text = page.inner_text("body")
+        plugins = page.evaluate("window.jupyterapp.listPlugins ? window.jupyterapp.listPlugins()"
+                                ".filter(p => p.includes('nbgrader') && "
+                                "window.jupyterapp.isPluginActivated(p)) : []")
+    finally:
+        page.close()
+    assert "File" in menus and "Nbgrader" not in menus and "nbgrader" not in menus, menus
+    assert "No nbgrader_config.py found" not in text and "Create Assignment" not in text
+    assert plugins == [], plugins
+    log = jupyterlab["log"].read_text()
+    assert "nbgrader" not in log.lower(), log[-2000:]

@@ -5,12 +5,16 @@ import pytest
 import torch
 
 from course_lib import Linear_Layer
-from course_lib.checks import (
-    check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch,
-)
+from course_lib.checks import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch
 from course_lib.checks.assignments import (
-    _random_linear_cases, check_linear_out_in_backward, check_linear_out_in_forward, check_mlp_layer,
-    check_sgd_step_dict, check_sigmoid_cross_entropy_backward, check_top_k_accuracy, check_train_epoch_accumulate,
+    _random_linear_cases,
+    check_linear_out_in_backward,
+    check_linear_out_in_forward,
+    check_mlp_layer,
+    check_sgd_step_dict,
+    check_sigmoid_cross_entropy_backward,
+    check_top_k_accuracy,
+    check_train_epoch_accumulate,
 )
 
 
@@ -425,7 +429,7 @@ def accumulating_epoch(model, batches, optimizer, accumulate, weigh=True, step=T
     model.train()
     total = samples = pending = count = 0
     optimizer.zero_grad()
-    for i, (x, y) in enumerate(batches, start=1):
+    for x, y in batches:
         loss = F.cross_entropy(model(x), y, reduction="sum")
         loss.backward()
         total, samples, pending, count = total + loss.item(), samples + len(y), pending + len(y), count + 1

@@ -5,8 +5,8 @@ from __future__ import annotations  # kernel annotations (tl.constexpr) stay str
 
 import pytest
 import torch
-
 from triton_interpreter import interpreter  # noqa: F401  (the fixture: Triton in the interpreter)
+
 from course_lib.checks import exercise
 from course_lib.checks import triton as checks
 from course_lib.triton_linear import grad_bias_kernel

@@ -84,7 +84,7 @@ def grade_without_running(nb):
     job = Job("student", "a", "nb", nb, CELLS, [], Limits(), True, REPO)
     outcome = Outcome()
     program = pick_cells(job, nb, outcome)
-    for index, kind, source, _ in program:
+    for index, _kind, source, _ in program:
         suspicious(index, source)
     tests = {gid: ([], "") for gid, c in CELLS.items() if c["kind"] == "test"}
     return nbformat.writes(feedback_notebook(job, nb, NoRun(), tests, outcome))

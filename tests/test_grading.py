@@ -5,8 +5,10 @@ sandbox (the helpers of ``test_sandbox.py``): what each one scores, and what the
 import shutil
 
 import pytest
+import test_sandbox
+from test_sandbox import DOUBLE, LINEAR_TEST, TEST, grade
 
-from test_sandbox import DOUBLE, LINEAR_TEST, TEST, grade, repo  # noqa: F401 (repo is a fixture)
+repo = test_sandbox.repo  # the same module-scoped fixture: a copy of course_lib the sandbox mounts
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]

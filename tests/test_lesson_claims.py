@@ -40,6 +40,7 @@ ALLOWED = {
 # percent sign; not glued to a word or an identifier before it (fc1, x_2, float32).
 NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:[eE]([-+]?\d+))?(\s?%)?")
 PROSE_DROP = [
+    re.compile(r"^#+ Lesson \d+", re.M),  # a lesson's own number in its title: the reading order
     re.compile(r"```.*?```", re.S),  # fenced code blocks: commands, not claims
     re.compile(r"`[^`\n]*`"),  # inline code
     re.compile(r"\]\([^)]*\)"),  # link and image targets (the link text stays)

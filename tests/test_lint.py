@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ["course_lib", "tools", "tests", "benchmarks", "site"]
+CHECKED = ["course_lib", "grader", "tools", "tests", "benchmarks", "site"]
 
 
 def _ruff() -> list:

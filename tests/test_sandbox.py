@@ -34,7 +34,10 @@ def repo(tmp_path_factory):
     return root
 
 
-def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = Limits(cell_s=20, call_s=20, notebook_s=60),
+SHORT = Limits(cell_s=20, call_s=20, notebook_s=60)
+
+
+def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = SHORT,
           setup: str = SETUP, withheld=(), kernel: dict = None, autograd: bool = True) -> grading.Outcome:
     """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
     ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""

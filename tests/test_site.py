@@ -38,6 +38,7 @@ def load(path: Path, name: str):
 
 site_build = load(ROOT / "site" / "build.py", "site_build")
 site_conf = load(ROOT / "site" / "conf.py", "site_conf")
+lesson_layout = load(ROOT / "tools" / "lesson_layout.py", "lesson_layout")
 
 LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MATHJAX = ROOT / "site" / "_static" / site_conf.mathjax_path
@@ -59,7 +60,12 @@ def test_mathjax_and_its_fonts_are_bundled_not_fetched():
 
 
 def test_no_setting_points_outside_the_site():
-    settings = {n: getattr(site_conf, n) for n in dir(site_conf) if not n.startswith("_")}
+    # COURSE_REPO_URL, when a publisher sets it, is the one address the pages may name.
+    repository = site_conf.repository_options(site_conf.REPO_URL, site_conf.REPO_BRANCH)
+    settings = {n: getattr(site_conf, n) for n in dir(site_conf)
+                if not n.startswith("_") and n != "REPO_URL"}
+    settings["html_theme_options"] = {k: v for k, v in site_conf.html_theme_options.items()
+                                      if k not in repository}
     urls = [f"{name} = {value!r}" for name, value in settings.items()
             if re.search(r"https?://", repr(value))]
     assert urls == []
@@ -83,6 +89,9 @@ def test_the_kernels_run_in_full_mode_offline_on_an_empty_data_folder(monkeypatc
     assert os.environ["COURSE_DATA_DIR"] == str(tmp_path / "site-data")
     assert list((tmp_path / "site-data").iterdir()) == []
     assert os.environ["https_proxy"] == os.environ["HTTP_PROXY"] == "http://127.0.0.1:9"
+    profile = Path(os.environ["IPYTHONDIR"]) / "profile_default"
+    assert profile.parent.parent == tmp_path  # not the user's IPython profile
+    assert 'log_level = "ERROR"' in (profile / "ipython_kernel_config.py").read_text()
     first = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0])
     assert first == Path(sys.prefix) / "share" / "jupyter"  # this Python's kernel, not a namesake
 
@@ -99,6 +108,58 @@ def test_pages_a_lesson_prints_are_found(tmp_path):
     doctree += nodes.literal_block("", "../runs/runs.html (in code, not printed)", classes=[])
     found = site_conf.lesson_pages(doctree, tmp_path / "notebooks")
     assert found == [tmp_path / "runs" / "runs.html"]
+
+
+def test_each_build_plants_a_new_canary_in_its_environment(monkeypatch, tmp_path):
+    assert site_build.BUILD / "site" not in site_build.CANARY_FILE.parents  # not published
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(site_build, "CANARY_FILE", tmp_path / "canary.txt")
+    first = site_build.plant_canary()
+    assert os.environ[site_build.CANARY_NAME] == first
+    assert (tmp_path / "canary.txt").read_text().strip() == first
+    second = site_build.plant_canary()
+    assert second != first and len(second) > 20
+
+
+def test_repository_links_and_launch_buttons_only_with_a_configured_repository():
+    assert site_conf.repository_options("", "main") == {}
+    github = site_conf.repository_options("https://github.com/someone/course", "dev")
+    assert github["repository_url"] == "https://github.com/someone/course"
+    assert github["repository_branch"] == "dev" and github["use_repository_button"] is True
+    assert set(github["launch_buttons"]) >= {"colab_url", "binderhub_url"}
+    other = site_conf.repository_options("https://git.example.org/course", "main")
+    assert other["use_repository_button"] is True and "launch_buttons" not in other
+
+
+def test_each_lesson_page_says_how_to_get_and_run_its_notebook():
+    note = site_conf.run_it_yourself("05_mnist_training", "")
+    assert 'href="05_mnist_training.ipynb" download' in note
+    assert "make lab" in note and "notebooks/05_mnist_training.ipynb" in note
+    assert "http" not in note  # no repository configured: no address made up
+    linked = site_conf.run_it_yourself("05_mnist_training", "https://github.com/someone/course")
+    assert '<a href="https://github.com/someone/course">' in linked
+
+
+def test_the_index_takes_its_setup_commands_from_the_readme():
+    index = (ROOT / "site" / "index.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    includes = re.findall(r"```\{include\} README\.md\n:start-after: (.+)\n:end-before: (.+)\n",
+                          index)
+    assert len(includes) >= 2, "site/index.md should include its setup from README.md"
+    for start, end in includes:
+        assert readme.count(start) == 1 and readme.count(end) == 1, (start, end)
+        part = readme.split(start, 1)[1].split(end, 1)[0]
+        assert part.strip()
+    included = "".join(readme.split(start, 1)[1].split(end, 1)[0] for start, end in includes)
+    assert 'python -m pip install -e ".[dev,site]"' in included and "Python 3.11" in included
+    assert "pip install" not in index and "Python 3." not in index  # nothing said twice
+
+
+def test_an_output_figure_is_described_by_its_plot_titles_or_its_section():
+    code = 'ax.set_title("Loss per epoch")\nfig.suptitle(f"run {i}")\nplt.title(\'Accuracy\')'
+    assert site_conf.figure_alt(code, "Training") == "Figure: Loss per epoch; Accuracy"
+    alt = site_conf.figure_alt("plt.plot(x)", "Training")
+    assert "Training" in alt and ".png" not in alt
 
 
 def public_modules() -> list:
@@ -215,6 +276,76 @@ def test_every_internal_link_and_file_resolves():
     assert not broken, "\n".join(broken)
 
 
+# Values too common to mean a leak; any other value of 8 characters or more that is not a plain
+# word is the builder's (paths, hosts, tokens, proxies).
+COMMON_VALUES = {"/bin/bash", "/bin/sh", "/bin/zsh", "/usr/bin", "/usr/local/bin", "C.UTF-8",
+                 "en_US.UTF-8", "xterm-256color"}
+
+
+def environment_values() -> dict:
+    """{value: name} of this environment worth looking for in the pages, with the canary the
+    build planted in its own environment (site/build.py) and HOME followed by a slash."""
+    values = {value: name for name, value in os.environ.items() if len(value) >= 8
+              and value not in COMMON_VALUES and not re.fullmatch(r"[A-Za-z]+|[\d.]+", value)}
+    if len(os.environ.get("HOME", "")) > 1:
+        values[os.environ["HOME"].rstrip("/") + "/"] = "HOME"
+    assert site_build.CANARY_FILE.is_file(), "no canary: build the site with `make site`"
+    values[site_build.CANARY_FILE.read_text().strip()] = site_build.CANARY_NAME
+    return values
+
+
+@built
+def test_no_page_publishes_the_builders_environment():
+    values = environment_values()
+    assert "PATH" in values.values() and site_build.CANARY_NAME in values.values()
+    leaks = []
+    for path in sorted(p for p in SITE_OUT.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # images, fonts, objects.inv
+        leaks += [f"{path.relative_to(SITE_OUT)}: the value of ${name}"
+                  for value, name in values.items() if value in text]
+    assert not leaks, "pages publish the environment of the build:\n" + "\n".join(leaks)
+
+
+def solution_names(notebook: Path) -> list:
+    """Functions and classes the lesson's solution cells define."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return [name for i in lesson_layout.solution_cells(nb) for name in
+            re.findall(r"^(?:def|class) (\w+)", nb.cells[i].source, re.MULTILINE)]
+
+
+DETAILS = re.compile(r"<details\b([^>]*)>.*?</details>", re.DOTALL)
+
+
+@built
+@pytest.mark.parametrize("notebook", LESSONS, ids=[p.stem for p in LESSONS])
+def test_the_solutions_sit_behind_a_closed_toggle(notebook):
+    names = solution_names(notebook)
+    if not names:
+        pytest.skip(f"{notebook.name} has no solution cell")
+    text = (SITE_OUT / "notebooks" / f"{notebook.stem}.html").read_text(encoding="utf-8")
+    toggles = DETAILS.findall(text)
+    assert toggles and not [t for t in toggles if re.search(r"\bopen\b", t)], "an open toggle"
+    hidden = DETAILS.sub("", text)  # what a reader sees before opening any toggle
+    for name in names:  # Pygments marks a definition's name: nf (function) or nc (class)
+        definition = re.compile(rf'class="n[fc]">{name}</span>')
+        assert definition.search(text), f"{name}'s definition is not on the page"
+        assert not definition.search(hidden), f"{name}'s definition is in plain view"
+
+
+@built
+@pytest.mark.parametrize("notebook", LESSONS, ids=[p.stem for p in LESSONS])
+def test_each_lesson_page_offers_its_notebook(notebook):
+    copy = SITE_OUT / "notebooks" / notebook.name
+    assert copy.read_bytes() == notebook.read_bytes()  # the committed notebook
+    links = parsed(SITE_OUT / "notebooks" / f"{notebook.stem}.html").links
+    assert notebook.name in links
+
+
 # --- The built site in a browser -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -324,8 +455,9 @@ def test_every_page_loads_offline_with_its_math_typeset_and_its_images(browser, 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_lesson_06_links_its_hiplot_pages_and_they_draw_one_line_per_run(browser, server):
-    from course_lib import analysis
     import test_browser
+
+    from course_lib import analysis
 
     lesson = next(SITE_OUT.glob("notebooks/06_*.html"))
     pages = [(lesson.parent / link).resolve() for link in parsed(lesson).links
@@ -344,3 +476,118 @@ def test_lesson_06_links_its_hiplot_pages_and_they_draw_one_line_per_run(browser
             page.close()
         assert lines == expected.get(path.name, lines) and lines > 0, (path.name, lines)
         assert seen["outside"] == [] and seen["errors"] == [] and seen["failed"] == []
+
+
+def lesson_pages() -> list:
+    return [SITE_OUT / "notebooks" / f"{path.stem}.html" for path in LESSONS]
+
+
+# The sidebar's lesson links a reader can see (inside the viewport, not hidden) and click; on a
+# phone the theme moves the sidebar's content into a dialog, the drawer.
+VISIBLE_LESSON_LINKS = """() => Array.from(document.querySelectorAll(
+    '#pst-primary-sidebar a, #pst-primary-sidebar-modal a'))
+  .filter(a => /Lesson \\d+/.test(a.textContent) && a.checkVisibility({visibilityProperty: true}))
+  .filter(a => { const r = a.getBoundingClientRect();
+                 return r.width > 0 && r.right > 0 && r.left < window.innerWidth; }).length"""
+
+
+@built
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_sidebar_toggle_opens_the_lesson_list(browser, server, width):
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    try:
+        page.goto(server + "notebooks/" + LESSONS[2].stem + ".html", wait_until="load")
+        toggle = page.locator(".primary-toggle:visible")
+        assert toggle.count() == 1, "no visible sidebar toggle"
+        before = page.evaluate(VISIBLE_LESSON_LINKS)
+        toggle.click()
+        page.wait_for_timeout(600)  # the drawer's transition
+        after = page.evaluate(VISIBLE_LESSON_LINKS)
+    finally:
+        page.close()
+    if width < 992:  # a phone: hidden lesson list, then a drawer with every lesson
+        assert before == 0 and after >= len(LESSONS), (before, after)
+    else:  # a desktop: the list is shown beside the page, and the toggle hides it
+        assert before >= len(LESSONS) and after == 0, (before, after)
+
+
+# Blocks of the page's column that do not fit it: cut off (their content is wider and they do not
+# scroll), or sticking out past the column's right edge. A wide output table or formula scrolls
+# inside its own box (course.css): it counts only when it cannot be scrolled.
+OVERFLOWING = """() => {
+  const column = document.querySelector('article.bd-article');
+  const edge = column.getBoundingClientRect().right + 1;
+  const blocks = column.querySelectorAll('pre, table, img, iframe, div.cell_output > div, ' +
+                                         'mjx-container[display="true"], .hiplot');
+  return Array.from(blocks).filter(e => e.checkVisibility()).filter(e => {
+    const style = getComputedStyle(e);
+    const scrolls = ['auto', 'scroll'].includes(style.overflowX);
+    const wider = e.scrollWidth > e.clientWidth + 1;
+    const canScroll = scrolls && (e.matches('table, mjx-container') || !wider);
+    return e.getBoundingClientRect().right > edge || (wider && !canScroll);
+  }).map(e => e.tagName.toLowerCase() + ': ' + e.textContent.trim().slice(0, 60));
+}"""
+
+
+@built
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_code_or_output_is_cut_off_at_desktop_width(browser, server):
+    problems = {}
+    for path in lesson_pages():
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(server + path.relative_to(SITE_OUT).as_posix(), wait_until="load")
+            page.evaluate(MATH_STATE)  # the formulas are typeset: their final width
+            column = page.evaluate("document.querySelector('article.bd-article').clientWidth")
+            found = page.evaluate(OVERFLOWING)
+        finally:
+            page.close()
+        assert column >= 740, f"{path.name}: the content column is {column} px wide"
+        if found:
+            problems[path.name] = found
+    assert not problems, json.dumps(problems, indent=1)
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+RUN_AXE = """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+  .filter(v => ['critical', 'serious'].includes(v.impact))
+  .map(v => `${v.impact} ${v.id}: ${v.nodes.length} (${v.nodes[0].target.join(' ')})`)"""
+
+
+@built
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_page_has_a_critical_or_serious_accessibility_violation(browser, server, width):
+    assert AXE.is_file(), "axe-core is not installed: run `npm ci` in the repository's root"
+    axe_version = json.loads((AXE.parent / "package.json").read_text())["version"]
+    pinned = json.loads((ROOT / "package.json").read_text())["devDependencies"]["axe-core"]
+    assert axe_version == pinned, f"axe-core {axe_version} installed, {pinned} pinned: npm ci"
+    pages = site_pages() + sorted(SITE_OUT.glob(f"{site_conf.PAGES_DIR}/*/*.html"))
+    problems = []
+    for path in pages:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        try:
+            page.goto(server + path.relative_to(SITE_OUT).as_posix(), wait_until="load")
+            page.evaluate(MATH_STATE)
+            page.add_script_tag(path=str(AXE))
+            found = page.evaluate(RUN_AXE)
+        finally:
+            page.close()
+        problems += [f"{path.relative_to(SITE_OUT)}: {line}" for line in found]
+    assert not problems, "\n".join(problems)
+
+
+@built
+def test_every_figure_has_a_meaningful_alt_text():
+    bad = []
+    for path in lesson_pages():
+        for tag in re.findall(r"<img\b[^>]*>", path.read_text(encoding="utf-8")):
+            alt = re.search(r'\balt="([^"]*)"', tag)
+            text = alt.group(1) if alt else ""
+            if len(text) < 8 or re.search(r"\.(png|svg|jpe?g)\b|_images/", text):
+                bad.append(f"{path.relative_to(SITE_OUT)}: {tag[:160]}")
+    assert not bad, "images without a meaningful alt text:\n" + "\n".join(bad)

@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from triton_interpreter import CUDA, DEVICE, interpreter  # noqa: F401  (the fixture: Triton in the interpreter)
+
 from course_lib import triton_linear as tlin  # noqa: E402
 from course_lib.layers import Linear  # noqa: E402
 from course_lib.triton_linear import (  # noqa: E402
-    Tiles, TritonLinear, TritonLinearFunction, TritonUnavailable, grad_bias, grad_input,
-    grad_weight, linear_forward,
+    Tiles,
+    TritonLinear,
+    TritonLinearFunction,
+    TritonUnavailable,
+    grad_bias,
+    grad_input,
+    grad_weight,
+    linear_forward,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
