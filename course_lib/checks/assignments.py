@@ -18,6 +18,7 @@ from ..models import NeuralNet
 from ..train import evaluate, train_epoch
 from .autograd import is_function_class, run_backward, run_forward
 from .function import check_gradcheck
+from .linear import report_gradients
 from .report import TOLERANCE, Report, compare, raised
 from .training import check_sgd_step
 
@@ -271,15 +272,7 @@ def check_evaluate_accuracy(fn) -> Report:
         other = _number(got_second)
         report.add("accuracy, other batches", other is not None and math.isclose(other, expected_second, rel_tol=1e-6),
                    f"{other}, expected {expected_second:.4f}: compute it from the batches given")
-    calls = model.modes()
-    if not calls:
-        report.add("model called", False, "the model never ran: call model(images) for each batch")
-        return report
-    report.add("eval mode", not any(t for t, _ in calls), "model.eval() was called" if not any(t for t, _ in calls)
-               else "the model ran in training mode: call model.eval() first")
-    report.add("no gradients", not any(g for _, g in calls), "ran under torch.no_grad()" if not any(g for _, g in calls)
-               else "gradients were recorded: evaluate inside `with torch.no_grad():`")
-    return report
+    return _report_eval_modes(report, model.modes())
 
 
 # --- Assignment 1: a Linear layer with nn.Linear's weight layout (out_features, in_features) ---
@@ -356,18 +349,7 @@ def _out_in_case(report: Report, fn, case: str, tensors: tuple, needs: tuple, se
     except Exception as e:
         raised(report, f"backward ({case})", e)
         return
-    for i, (name, gv, leaf) in enumerate(zip(OUT_IN_HINTS, got, leaves)):
-        label = f"{name} ({case})"
-        if leaf is None:
-            report.add(label, gv is None, "None, as there is no bias" if gv is None else
-                       "expected None when there is no bias")
-        elif not needs[i]:
-            continue  # autograd drops it: any answer will do
-        elif gv is None and not all(needs):
-            report.add(label, False, f"returned None, but ctx.needs_input_grad[{i}] is True: "
-                       "this gradient is needed (needs_input_grad indices swapped?)")
-        else:
-            compare(label, gv, leaf.grad, report, hint=OUT_IN_HINTS[name])
+    report_gradients(report, got, leaves, needs, case, OUT_IN_HINTS)
 
 
 # --- Assignment 2: an SGD step over a dict of parameters, judged on the grader's own snapshots ---
@@ -546,15 +528,7 @@ def check_top_k_accuracy(fn) -> Report:
         other, expected_second = _number(got_second), _top_k_expected(second, 2)
         report.add("top-2 accuracy, other batches", other is not None and math.isclose(other, expected_second, rel_tol=1e-6),
                    f"{other}, expected {expected_second:.4f}: compute it from the batches and the k given")
-    calls = model.modes()
-    if not calls:
-        report.add("model called", False, "the model never ran: call model(images) for each batch")
-        return report
-    report.add("eval mode", not any(t for t, _ in calls), "model.eval() was called" if not any(t for t, _ in calls)
-               else "the model ran in training mode: call model.eval() first")
-    report.add("no gradients", not any(g for _, g in calls), "ran under torch.no_grad()" if not any(g for _, g in calls)
-               else "gradients were recorded: evaluate inside `with torch.no_grad():`")
-    return report
+    return _report_eval_modes(report, model.modes())
 
 
 # --- Assignment 5: the one-vs-rest (sigmoid) cross-entropy, and a tanh MLP's gradients by layer ---
@@ -639,4 +613,17 @@ def check_mlp_layer(fn, layer: int, forward, batch: tuple, loss=sigmoid_cross_en
             report.add(name, False, f"missing: return {name}'s gradient, shape {tuple(expected[name].shape)}")
         else:
             compare(name, got[name], expected[name], report)
+    return report
+
+
+def _report_eval_modes(report: Report, calls: list) -> Report:
+    """How an evaluation ran the model: ``calls`` holds ``(training, grad_enabled)`` per call."""
+    if not calls:
+        report.add("model called", False, "the model never ran: call model(images) for each batch")
+        return report
+    training, recording = any(t for t, _ in calls), any(g for _, g in calls)
+    report.add("eval mode", not training, "model.eval() was called" if not training
+               else "the model ran in training mode: call model.eval() first")
+    report.add("no gradients", not recording, "ran under torch.no_grad()" if not recording
+               else "gradients were recorded: evaluate inside `with torch.no_grad():`")
     return report

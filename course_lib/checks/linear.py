@@ -90,7 +90,14 @@ def _check_linear_case(report: Report, fn, case: tuple, seed: int) -> None:
     except Exception as e:
         raised(report, f"backward ({case})", e)
         return
-    for i, (name, gv, leaf) in enumerate(zip(GRAD_NAMES, got, leaves)):
+    report_gradients(report, got, leaves, needs, case, GRAD_HINTS)
+
+
+def report_gradients(report, got, leaves, needs, case, hints=GRAD_HINTS):
+    """Report each returned gradient of a Linear backward against autograd's ``leaf.grad``: None
+    where there is no bias, any answer where ``needs`` (ctx.needs_input_grad) drops it, and a
+    value where it asks for one. ``hints``: ``{name: hint}`` in the order of ``got``."""
+    for i, ((name, hint), gv, leaf) in enumerate(zip(hints.items(), got, leaves)):
         label = f"{name} ({case})"
         if leaf is None:
             report.add(label, gv is None, "None, as there is no bias" if gv is None else
@@ -101,7 +108,7 @@ def _check_linear_case(report: Report, fn, case: tuple, seed: int) -> None:
             report.add(label, False, f"returned None, but ctx.needs_input_grad[{i}] is True: "
                        "this gradient is needed (needs_input_grad indices swapped?)")
         else:
-            compare(label, gv, leaf.grad, report, hint=GRAD_HINTS[name])
+            compare(label, gv, leaf.grad, report, hint=hint)
 
 
 def _student_grads(fn, grad_output, tensors, needs) -> list:
