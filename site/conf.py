@@ -96,6 +96,23 @@ mathjax_path = "mathjax/tex-chtml-full.js"  # in _static/ (its fonts beside it):
 # shows the interactive view a student opens after the run.
 PRINTED_PAGE = re.compile(r"(?<![\w/.])((?:\.\./|\./)?[\w./-]+\.html)\b")
 PAGES_DIR = "_pages"  # build/site/_pages/<lesson>/<file>.html
+REPO = Path(__file__).resolve().parent.parent
+# HiPlot's standalone pages are third-party HTML: give them what every page here must have (a
+# language, a text alternative for HiPlot's logo, pagination links dark enough to read), the same
+# fixes course.css and course.js make on the lesson pages.
+HIPLOT_A11Y = ('<style>.page-item:not(.active) .page-link{color:#0a3d91 !important}</style><script>'
+               'new MutationObserver(function(){document.querySelectorAll("img:not([alt])").forEach('
+               'function(i){i.alt="HiPlot logo"})}).observe(document.documentElement,'
+               '{childList:true,subtree:true});</script>')
+
+
+def copy_page(source: Path, target: Path) -> None:
+    """Copy a page or run log a lesson wrote, without the build machine's paths (a run records
+    its absolute ``out_dir``: the site shows it relative to the repository)."""
+    text = source.read_text(encoding="utf-8").replace(str(REPO) + os.sep, "")
+    if source.suffix == ".html":
+        text = text.replace("<html>", '<html lang="en">', 1).replace("</head>", HIPLOT_A11Y + "</head>", 1)
+    target.write_text(text, encoding="utf-8")
 
 
 def lesson_pages(doctree, notebook_dir: Path) -> list:
@@ -123,9 +140,9 @@ def link_lesson_pages(app, doctree):
     target.mkdir(parents=True, exist_ok=True)
     links = []
     for page in pages:
-        shutil.copyfile(page, target / page.name)
+        copy_page(page, target / page.name)
         for sibling in page.parent.glob("*.jsonl"):  # the run log the page shows, for download
-            shutil.copyfile(sibling, target / sibling.name)
+            copy_page(sibling, target / sibling.name)
         href = f"../{PAGES_DIR}/{source.stem}/{page.name}"
         links.append(f'<a class="lesson-page" href="{href}">{page.name}</a>')
     under_title(doctree, nodes.raw("", '<div class="admonition note"><p class="admonition-title">'

@@ -36,3 +36,9 @@ window.addEventListener("load", () => {
     MathJax.startup.promise.then(addTabStops);
   }
 });
+
+// HiPlot's inline view draws its logo as an <img> without a text alternative: give it one.
+new MutationObserver(function () {
+  document.querySelectorAll(".hip_thm--light img:not([alt]), .hip_thm--dark img:not([alt])")
+    .forEach(function (img) { img.alt = "HiPlot logo"; });
+}).observe(document.documentElement, { childList: true, subtree: true });
