@@ -548,7 +548,7 @@ def test_release_refuses_sources_that_fail_their_tests(tmp_path):
     course = new_course(tmp_path, [ASSIGNMENTS[0]])
     path = course / "source" / ASSIGNMENTS[0] / f"{ASSIGNMENTS[0]}.ipynb"
     text = path.read_text()
-    broken = text.replace("grad_weight = input.t() @ grad_output", "grad_weight = 0.5 * input.t() @ grad_output")
+    broken = text.replace("grad_weight = grad_output.t() @ input", "grad_weight = 0.5 * grad_output.t() @ input")
     assert broken != text
     path.write_text(broken)
     result = run_tool(course, "release")
