@@ -14,12 +14,21 @@ time per call (ours minus torch, medians):
 2. A whole ``NeuralNet`` training step (forward, cross-entropy, backward, SGD step) against the
    same network built from ``torch.nn.Linear`` with identical weights.
 
+With ``--old REV`` (a commit of this repository, e.g. 3469d90, before the Function moved to
+``setup_context``), REV's ``Linear_Layer`` is timed in the same rounds as a third contender, and a
+third table compares ours with it: on a machine whose speed is not the one a target was set on,
+"as fast as REV" is the comparison that does not depend on the machine.
+
 Usage:
     python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick] [--batches 64 512]
+                                         [--old 3469d90]
 """
 
 import argparse
+import pathlib
 import platform
+import subprocess
+import types
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +50,21 @@ def layer_step(linear, x, w, b, grad):
     return step
 
 
-def layer_table(device, rounds, min_seconds, batches):
-    rows = []
+def load_old_linear(rev):
+    """``Linear_Layer.apply`` as it was at commit ``rev`` (its functions.py, loaded on its own)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    shown = subprocess.run(["git", "show", f"{rev}:course_lib/functions.py"], cwd=root,
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"--old {rev}: git cannot show course_lib/functions.py at that commit: "
+                         f"{shown.stderr.strip()}")
+    module = types.ModuleType(f"functions_at_{rev}")
+    exec(compile(shown.stdout, f"{rev}:course_lib/functions.py", "exec"), module.__dict__)
+    return module.Linear_Layer.apply
+
+
+def layer_table(device, rounds, min_seconds, batches, old=None):
+    rows, old_rows = [], []
     for batch in batches:
         for in_f, out_f in SHAPES:
             torch.manual_seed(0)
@@ -51,15 +73,17 @@ def layer_table(device, rounds, min_seconds, batches):
             x = torch.randn(batch, in_f, device=device)
             x.requires_grad_(in_f != 784)  # the first layer's input is data
             grad = torch.randn(batch, out_f, device=device)
-            times = compare(
-                {
-                    "ours": layer_step(fast.linear, x, ours.weight, ours.bias, grad),
-                    "torch": layer_step(F.linear, x, theirs.weight, theirs.bias, grad),
-                },
-                device, rounds, min_seconds,
-            )
+            contenders = {
+                "ours": layer_step(fast.linear, x, ours.weight, ours.bias, grad),
+                "torch": layer_step(F.linear, x, theirs.weight, theirs.bias, grad),
+            }
+            if old is not None:
+                contenders["old"] = layer_step(old, x, ours.weight, ours.bias, grad)
+            times = compare(contenders, device, rounds, min_seconds)
             rows.append((f"{in_f}->{out_f}", batch, times["ours"], times["torch"]))
-    return rows
+            if old is not None:
+                old_rows.append((f"{in_f}->{out_f}", batch, times["ours"], times["old"]))
+    return rows, old_rows
 
 
 def train_step(model, x, y):
@@ -73,8 +97,15 @@ def train_step(model, x, y):
     return step
 
 
-def network_table(device, rounds, min_seconds, batches):
-    rows = []
+def with_old_layers(model, old):
+    """``model`` with each ``Linear`` running ``old`` (REV's ``Linear_Layer.apply``) instead."""
+    for layer in (model.fc1, model.fc2, model.fc3):
+        layer.forward = lambda x, layer=layer: old(x, layer.weight, layer.bias)
+    return model
+
+
+def network_table(device, rounds, min_seconds, batches, old=None):
+    rows, old_rows = [], []
     for batch in batches:
         torch.manual_seed(0)
         ours = NeuralNet(128).to(device)
@@ -84,18 +115,21 @@ def network_table(device, rounds, min_seconds, batches):
         g = torch.Generator().manual_seed(1)
         x = torch.randn(batch, 784, generator=g).to(device)
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
-        times = compare(
-            {"ours": train_step(ours, x, y), "torch": train_step(theirs, x, y)},
-            device, rounds, min_seconds,
-        )
+        contenders = {"ours": train_step(ours, x, y), "torch": train_step(theirs, x, y)}
+        if old is not None:
+            torch.manual_seed(0)
+            contenders["old"] = train_step(with_old_layers(NeuralNet(128).to(device), old), x, y)
+        times = compare(contenders, device, rounds, min_seconds)
         rows.append(("NeuralNet step", batch, times["ours"], times["torch"]))
-    return rows
+        if old is not None:
+            old_rows.append(("NeuralNet step", batch, times["ours"], times["old"]))
+    return rows, old_rows
 
 
-def print_table(title, rows):
+def print_table(title, rows, other="torch"):
     print(f"\n{title}")
-    print("| case | batch | ours median (us) | torch median (us) | ratio of medians "
-          "| ours best (us) | torch best (us) | ratio of best | extra per call (us) |")
+    print(f"| case | batch | ours median (us) | {other} median (us) | ratio of medians "
+          f"| ours best (us) | {other} best (us) | ratio of best | extra per call (us) |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for case, batch, (ours_med, ours_best), (theirs_med, theirs_best) in rows:
         print(f"| {case} | {batch} | {ours_med * 1e6:.1f} | {theirs_med * 1e6:.1f} | "
@@ -132,6 +166,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.02 s, for a smoke run")
     parser.add_argument("--batches", type=int, nargs="+", default=BATCHES,
                         help=f"batch sizes (default {' '.join(map(str, BATCHES))})")
+    parser.add_argument("--old", metavar="REV",
+                        help="also time Linear_Layer as it was at this commit (e.g. 3469d90)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.min_seconds = 3, 0.02
@@ -142,10 +178,16 @@ def main():
     print(f"torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.min_seconds} s each")
     print_counts(device)
-    print_table("One layer, forward + backward per step",
-                layer_table(device, args.rounds, args.min_seconds, args.batches))
-    print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)",
-                network_table(device, args.rounds, args.min_seconds, args.batches))
+    old = load_old_linear(args.old) if args.old else None
+    rows, old_rows = layer_table(device, args.rounds, args.min_seconds, args.batches, old)
+    print_table("One layer, forward + backward per step", rows)
+    if old is not None:
+        print_table(f"The same rounds: ours against Linear_Layer at {args.old}", old_rows, args.old)
+    rows, old_rows = network_table(device, args.rounds, args.min_seconds, args.batches, old)
+    print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)", rows)
+    if old is not None:
+        print_table(f"The same rounds: ours against NeuralNet with Linear_Layer at {args.old}",
+                    old_rows, args.old)
 
 
 if __name__ == "__main__":

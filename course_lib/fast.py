@@ -36,8 +36,8 @@ _autocast_on = torch._C._is_any_autocast_enabled
 # BUDGET_OWN_CALLS functions of course_lib, and at most BUDGET_EXTRA_CALLS Python functions more
 # in all (PyTorch's own Python for an autograd.Function included).
 BUDGET_EXTRA_ATEN_OPS = 0
-BUDGET_OWN_CALLS = 13
-BUDGET_EXTRA_CALLS = 16
+BUDGET_OWN_CALLS = 4
+BUDGET_EXTRA_CALLS = 7
 
 # ----- 4. cheap validation --------------------------------------------------------------------
 
@@ -178,15 +178,41 @@ class FastLinear(torch.autograd.Function):
 
 
 class _EagerLinear(torch.autograd.Function):
-    """``FastLinear`` in the ``forward(ctx, ...)`` style: no signature binding (5.), no transforms."""
+    """``FastLinear`` in the ``forward(ctx, ...)`` style: no signature binding (5.), no transforms.
+
+    The common case (no autocast, a 2-D input) runs inline, one Python frame per pass: the same
+    checks and the same aten calls as ``FastLinear``'s helpers, without their calls (tests/test_fast.py
+    checks both give the same numbers bit for bit). Every other case (autocast, more leading
+    dimensions) goes through ``FastLinear``'s code.
+    """
 
     @staticmethod
     def forward(ctx, input, weight, bias):
-        output = FastLinear.forward(input, weight, bias)
-        FastLinear.setup_context(ctx, (input, weight, bias), output)
-        return output
+        if _autocast_on() or not _linear_args_ok(input, weight, bias) or input.dim() != 2:
+            # autocast, more leading dimensions, or bad arguments (FastLinear's checks say what)
+            output = FastLinear.forward(input, weight, bias)
+            FastLinear.setup_context(ctx, (input, weight, bias), output)
+            return output
+        needs = ctx.needs_input_grad
+        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
+        ctx.dtypes = None  # no autocast (1.)
+        ctx.weight_column_major = weight.stride(0) == 1 and weight.stride(1) != 1  # 2.
+        if bias is None:
+            return input.mm(weight)  # (B, n_in) @ (n_in, n_out) -> (B, n_out)
+        return torch.addmm(bias, input, weight)  # 3. b + (B, n_in) @ (n_in, n_out)
 
-    backward = staticmethod(FastLinear.backward)
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.dtypes is not None or grad_output.dim() != 2:
+            return FastLinear.backward(ctx, grad_output)
+        input, weight = ctx.saved_tensors
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad
+        grad_input = grad_output.mm(weight.T) if needs_input else None  # (B, n_out) @ (n_out, n_in)
+        grad_weight = None
+        if needs_weight:  # X^T G (n_in, n_out), in the weight's memory order (2.)
+            grad_weight = (grad_output.T.mm(input).T if ctx.weight_column_major
+                           else input.T.mm(grad_output))
+        return grad_input, grad_weight, grad_output.sum(0) if needs_bias else None
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

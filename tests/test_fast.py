@@ -20,7 +20,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, vmap
 
 from course_lib import fast
-from course_lib.fast import FastLinear, _EagerLinear
+from course_lib.fast import FastLinear
 from course_lib.functions import Linear_Layer
 
 LINEAR = [c for c in CASES if c[1] is Linear_Layer]  # (id, Function, oracle, shapes, requires)
@@ -160,11 +160,46 @@ def test_saves_only_what_backward_needs(fast_fn):
     assert saved_input is None and saved_weight is not None
 
 
-def test_eager_function_is_fast_linear_in_the_old_style():
-    """The two classes share forward, setup_context and backward: one implementation."""
-    assert _EagerLinear.backward is FastLinear.backward
-    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert gradcheck(fast.linear, (x, w, None))
-    assert gradgradcheck(fast.linear, (x, w, None))
+@pytest.mark.parametrize("layout", ["column-major", "row-major"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", [(4,), (2, 3), ()])
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, True), (True, False, False),
+                                   (False, False, True)])
+def test_eager_function_is_fast_linear_bit_for_bit(layout, bias, leading, needs):
+    """``fast.linear``'s inline common path and ``FastLinear``'s helpers: the same numbers, the
+    same gradients (and the same None where none is needed), in every case either one takes."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 5).t() if layout == "column-major" else torch.randn(5, 3)  # (5, 3)
+    results = []
+    for fn in (fast.linear, FastLinear.apply):
+        x = torch.randn(*leading, 5, generator=torch.Generator().manual_seed(1))
+        ww = w.detach().clone() if layout == "row-major" else w.detach().t().clone().t()
+        b = torch.arange(3.0) if bias else None
+        for t, need in zip((x, ww, b), needs):
+            if t is not None:
+                t.requires_grad_(need)
+        out = fn(x, ww, b)
+        wanted = [t for t in (x, ww, b) if t is not None and t.requires_grad]
+        # autograd.grad returns what backward returned (no accumulation into .grad, which would
+        # copy it into the parameter's layout): its strides show grad_weight's memory order.
+        grad_out = torch.linspace(-1, 1, out.numel()).view_as(out)
+        grads = torch.autograd.grad(out, wanted, grad_out) if wanted else ()
+        results.append((out.detach(), [(g, g.stride()) for g in grads]))
+    (out1, grads1), (out2, grads2) = results
+    assert torch.equal(out1, out2) and len(grads1) == len(grads2)
+    for (g1, stride1), (g2, stride2) in zip(grads1, grads2):
+        assert torch.equal(g1, g2) and stride1 == stride2  # grad_weight in the weight's own order
+
+
+def test_eager_function_gradients_are_right():
+    """The inline path (2-D input, a bias) and the general one, against finite differences."""
+    for leading in [(4,), (2, 3)]:
+        x = torch.randn(*leading, 5, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(3, 5, dtype=torch.float64).t().requires_grad_()
+        b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        assert gradcheck(fast.linear, (x, w, b))
+        assert gradgradcheck(fast.linear, (x, w, b))
+        assert gradcheck(fast.linear, (x, w, None))
     torch.testing.assert_close(fast.linear(x, w), F.linear(x, w.t()))
+
+
