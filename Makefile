@@ -1,6 +1,6 @@
 # Linear Layer from Scratch: one place for every command.
 #   make train   train the course MLP (the main job)
-#   make test    build .venv if needed, then run every test (unit tests + notebooks with nbval)
+#   make test    build .venv if needed, then run the tests (unit tests + notebooks with nbval)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,13 +13,14 @@ TRAIN_ARGS ?=
 TEST_ARGS  ?=
 SITE_ARGS  ?=
 
-.PHONY: help venv train test test-fast lab notebooks figures bench assignments autograde clean \
+.PHONY: help venv train test test-long test-fast lab notebooks figures bench assignments autograde clean \
         site site-test portable
 
 help:
 	@echo "make venv         create .venv and install the pinned packages (every target does it first)"
 	@echo "make train        train the course MLP (see: $(PY) -m course_lib train --help)"
-	@echo "make test         create/refresh .venv, run unit tests and every notebook (nbval)"
+	@echo "make test         create/refresh .venv, run the tests and every notebook (nbval), not the long ones"
+	@echo "make test-long    the tests that take minutes each (a class graded, JupyterLab): CI runs them"
 	@echo "make test-fast    the unit tests only: no notebooks, no browser, nothing slow"
 	@echo "make lab          open JupyterLab on notebooks/ (students' set-up: no nbgrader)"
 	@echo "make notebooks    re-execute and re-save the lesson notebooks"
@@ -47,7 +48,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	COURSE_FAST=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-current-env -p no:cacheprovider --durations=10 $(TEST_ARGS)
+		--nbval-current-env -p no:cacheprovider --durations=10 -m "not long" $(TEST_ARGS)
+
+test-long: $(STAMP)
+	$(PY) -m pytest tests -m long -p no:cacheprovider --durations=10 $(TEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider $(TEST_ARGS)

@@ -322,6 +322,7 @@ BROKEN_IMAGES_WHILE_SCROLLING = """async () => {
 }"""
 
 
+@pytest.mark.long
 def test_every_lesson_shows_its_figures_in_jupyterlab(browser, jupyterlab):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     failed = []
