@@ -128,6 +128,23 @@ def test_mlp_gradients_check_on_manual_mlp_and_a_missing_relu_mask():
     assert not checks.check_mlp_gradients(None, mlp.params, images, labels)
 
 
+def test_mlp_gradient_hints_name_the_right_formula_for_weights_and_biases():
+    """A wrong bias gradient is told about summing over rows (not about a weight's shape), a
+    right-shaped wrong weight gradient about its product; an unsummed bias about its shape."""
+    torch.manual_seed(0)
+    mlp = ManualMLP(dtype=torch.float64)
+    images, labels = torch.randn(5, 784, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 9])
+    got = mlp.backward(cross_entropy_backward(mlp.forward(images), labels))
+    wrong = {"bias2": got["bias2"] / 5, "weight1": got["weight1"] * 2, "bias3": got["logits"]}
+    report = checks.check_mlp_gradients(wrong, mlp.params, images, labels)
+    assert sorted(report.failed_names()) == ["dL/dbias2", "dL/dbias3", "dL/dweight1"], str(report)
+    text = str(report)
+    assert "dL/dbias2 sums dL/dz2 over the batch's rows" in text
+    assert "dL/dweight1 = (layer 1's input)^T @ dL/dz1" in text
+    assert "shape (5, 10), expected (10,)" in text and "dL/dbias3 sums dL/dlogits" in text
+    assert "weight's shape" not in text
+
+
 def test_mlp_gradients_is_autograd_on_the_course_model():
     torch.manual_seed(0)
     net = NeuralNet().double()

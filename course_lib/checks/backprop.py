@@ -135,6 +135,12 @@ GRADIENT_HINTS = {
     "z1": "the ReLU passes dL/dh1 on where z1 > 0 and nothing elsewhere",
     "h2": "dL/dh2 goes back through weight3, shape (B, out) @ (out, in)",
     "h1": "dL/dh1 goes back through weight2, shape (B, out) @ (out, in)",
+    **{f"weight{k}": f"dL/dweight{k} = (layer {k}'s input)^T @ dL/dz{k}, as computed in the forward pass: "
+                     f"(in, B) @ (B, out), weight{k}'s own shape" for k in (1, 2)},
+    "weight3": "dL/dweight3 = h2^T @ dL/dlogits: (in, B) @ (B, out), weight3's own shape",
+    **{f"bias{k}": f"dL/dbias{k} sums dL/dz{k} over the batch's rows: one value per unit, shape (out,)"
+       for k in (1, 2)},
+    "bias3": "dL/dbias3 sums dL/dlogits over the batch's rows: one value per class, shape (out,)",
 }
 
 
@@ -151,8 +157,7 @@ def check_mlp_gradients(got: dict, params: dict, images, labels, reduction: str 
     expected = mlp_gradients(params, images, labels, reduction)
     names = [n for n in ORDER if n in got] or list(PARAMETERS)
     for name in names:
-        hint = GRADIENT_HINTS.get(name, f"a weight's gradient has the weight's shape {tuple(expected[name].shape)}")
-        compare(f"dL/d{name}", got.get(name), expected[name], report, hint=hint)
+        compare(f"dL/d{name}", got.get(name), expected[name], report, hint=GRADIENT_HINTS[name])
     return report
 
 
