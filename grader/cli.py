@@ -24,7 +24,7 @@ from grader.sandbox import Limits
 from grader.text import one_line
 
 
-def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path) -> list:
+def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path, gradebook: Path | None = None) -> list:
     """The score table, the Canvas import, results.json files and the similarity report."""
     from course_lib.runlog import atomic_write
     from grader.autograde import answers_by_assignment
@@ -33,7 +33,13 @@ def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path) -> list:
     from grader.table import write_csv
 
     write_csv(rows, csv_path)
-    atomic_write(csv_path.with_name("canvas.csv"), canvas_csv(rows))
+    canvas, unknown = canvas_csv(rows, gradebook.read_text(encoding="utf-8-sig") if gradebook else None)
+    atomic_write(csv_path.with_name("canvas.csv"), canvas)
+    if unknown:
+        print(f"warning: {len(unknown)} student folder(s) not in the Canvas gradebook {gradebook} (matched by "
+              f"SIS User ID, SIS Login ID or ID): {', '.join(one_line(s) for s in unknown[:10])}"
+              f"{' ...' if len(unknown) > 10 else ''}; their rows in canvas.csv carry the folder name only",
+              file=sys.stderr)
     write_gradescope(course, rows)
     pairs = []
     for (assignment, notebook), answers in answers_by_assignment(jobs).items():
@@ -70,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     grade = sub.add_parser("autograde", help="grade submitted/<student>/<assignment>/ and print the scores")
     grade.add_argument("--csv", type=Path, help="where to write the score table (default: <course>/scores.csv; "
                                                 "canvas.csv and similarity.csv go beside it)")
+    grade.add_argument("--canvas-gradebook", type=Path, metavar="FILE",
+                       help="the course's gradebook exported from Canvas (Grades > Export): canvas.csv then "
+                            "carries each student's Canvas ids and each existing assignment's column id")
     grade.add_argument("--jobs", type=int, default=0, help="notebooks graded at once (default: one per CPU core)")
     grade.add_argument("--cell-timeout", type=float, default=Limits.cell_s, metavar="S",
                        help=f"seconds of CPU one answer cell may use (default {Limits.cell_s:g})")
@@ -102,9 +111,15 @@ def run(args) -> int:
                                   f"{args.jobs}, {args.cell_timeout:g}, {args.call_timeout:g}, {args.notebook_timeout:g}")
         grading = Grading(Limits(cell_s=args.cell_timeout, call_s=args.call_timeout, notebook_s=args.notebook_timeout),
                           not args.unsandboxed, args.jobs)
+        if args.canvas_gradebook is not None:  # read it before grading: a bad file costs nothing
+            from grader.exports import read_canvas_gradebook
+            try:
+                read_canvas_gradebook(args.canvas_gradebook.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
+                raise AssignmentError(f"--canvas-gradebook {args.canvas_gradebook}: {error}") from None
         rows, jobs = autograde(course, grading)
         csv_path = args.csv or course / "scores.csv"
-        pairs = write_outputs(course, rows, jobs, csv_path)
+        pairs = write_outputs(course, rows, jobs, csv_path, args.canvas_gradebook)
         print_table(rows, grading.header())
         print_similar(pairs)
         print(f"\nscore table written to {csv_path}; Canvas import: {csv_path.with_name('canvas.csv')}; "

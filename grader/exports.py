@@ -7,6 +7,11 @@ Canvas exports it) updates it, a new name creates it. We know the students by th
 ``submitted/``, which goes to ``Student`` and ``SIS User ID`` (name the folders by SIS user ID, as
 nbgrader's own exchange does, and the rows match); ``ID`` and ``Section`` stay empty, and the
 columns are named after the assignments (Canvas then creates them on the first import).
+Given the course's gradebook as Canvas exports it (``--canvas-gradebook FILE``: Grades > Export),
+each student folder is matched to its row by SIS User ID, SIS Login ID or Canvas ID, the row's
+identity columns (``Student, ID, SIS User ID, SIS Login ID, Section``) are copied from there, and
+an assignment that exists in Canvas gets its column's exact name with the id, ``"name (1234)"``,
+so the import updates that assignment instead of creating another.
 
 Gradescope: ``results.json`` as its autograder specification defines it
 (https://gradescope-autograders.readthedocs.io/en/latest/specs/); ``GRADESCOPE_SCHEMA`` is that
@@ -16,6 +21,7 @@ format as a JSON schema, which the writer checks every file against.
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from grader.text import one_line
@@ -46,22 +52,58 @@ GRADESCOPE_SCHEMA = {
 }
 
 
-def canvas_csv(rows: list) -> str:
-    """The score table as a Canvas gradebook import: a row per student, a column per assignment
-    (empty where nothing was graded, so an import does not overwrite a grade with 0)."""
+IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")  # what an export names a student by
+MATCH_BY = ("SIS User ID", "SIS Login ID", "ID")  # compared with the folder name, in this order
+
+
+def read_canvas_gradebook(text: str) -> tuple:
+    """``(identity columns, {key: that student's identity}, {assignment name: column name})`` from
+    a gradebook Canvas exported; raises ``ValueError`` when ``text`` is not one."""
+    table = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    if not table or not {"Student", "ID"} <= set(table[0]):
+        raise ValueError("not a Canvas gradebook export: its first row must name the columns Student and ID "
+                         "(Canvas: Grades > Export > Export Entire Gradebook)")
+    header = table[0]
+    columns = [c for c in IDENTITY if c in header]
+    students = {}
+    for values in table[1:]:
+        row = dict(zip(header, values))
+        if "Points Possible" in row.get("Student", ""):
+            continue
+        for key in MATCH_BY:
+            if row.get(key, "").strip():
+                students.setdefault(row[key].strip(), [row.get(c, "") for c in columns])
+    named = {}
+    for column in header:
+        match = re.fullmatch(r"(.+) \((\d+)\)", column.strip())
+        if match:
+            named.setdefault(match.group(1), column)
+    return columns, students, named
+
+
+def canvas_csv(rows: list, gradebook: str | None = None) -> tuple:
+    """``(csv text, students not found in the gradebook)``: the score table as a Canvas gradebook
+    import, a row per student, a column per assignment (empty where nothing was graded, so an
+    import does not overwrite a grade with 0). ``gradebook``: the text of Canvas's export, whose
+    ids the import then uses (module docstring)."""
     assignments = sorted({r.assignment for r in rows if r.max_score})
     scores = {(r.student, r.assignment): r for r in rows}
+    columns, known, named = (list(CANVAS_COLUMNS), {}, {}) if gradebook is None else read_canvas_gradebook(gradebook)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CANVAS_COLUMNS, *assignments])
-    writer.writerow(["Points Possible", "", "", "", *(
+    writer.writerow([*columns, *(one_line(named.get(a, a)) for a in assignments)])
+    writer.writerow(["Points Possible", *[""] * (len(columns) - 1), *(
         f"{next(r.max_score for r in rows if r.assignment == a):g}" for a in assignments)])
+    unknown = []
     for student in sorted({r.student for r in rows}):
         cells = [scores.get((student, a)) for a in assignments]
-        name = one_line(student)
-        writer.writerow([name, "", name, "", *(f"{r.score:g}" if r and r.status.startswith("graded") else ""
-                                               for r in cells)])
-    return out.getvalue()
+        identity = known.get(student)
+        if identity is None:
+            unknown += [student] if gradebook is not None else []
+            identity = [student if c in ("Student", "SIS User ID") else "" for c in columns]
+        writer.writerow([*(one_line(v) for v in identity), *(
+            f"{r.score:g}" if r and r.status.startswith("graded") else "" for r in cells)])
+    return out.getvalue(), unknown
 
 
 def gradescope_results(row) -> dict:

@@ -29,7 +29,7 @@ def test_a_forged_row_cannot_redraw_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     write_csv(rows, tmp_path / "scores.csv")
     written = (tmp_path / "scores.csv").read_text()
-    for text in (printed, written, canvas_csv(rows)):
+    for text in (printed, written, canvas_csv(rows)[0]):
         assert not any(ord(c) < 32 and c != "\n" or 0x7f <= ord(c) < 0xa0 or c == "\u202e" for c in text)
     assert "\\x1b[1A\\x1b[2K mallory" in printed
     lines = [ln for ln in printed.splitlines() if ln.strip()]
@@ -48,10 +48,37 @@ def rows():
 
 
 def test_canvas_import_has_its_columns_and_a_row_per_student():
-    table = list(csv.reader(io.StringIO(canvas_csv(rows()))))
+    text, unknown = canvas_csv(rows())
+    table = list(csv.reader(io.StringIO(text)))
     assert table[0] == ["Student", "ID", "SIS User ID", "Section", "01_a", "02_b"]
     assert table[1] == ["Points Possible", "", "", "", "5", "6"]
     assert table[2:] == [["alice", "", "alice", "", "3", ""], ["bob", "", "bob", "", "5", "6"]]
+    assert unknown == []
+
+
+# A gradebook as Canvas exports it (Grades > Export): a byte-order mark, the identity columns, a
+# "Points Possible" row, assignments named "name (id)", and computed columns we leave alone.
+EXPORT = ("\ufeffStudent,ID,SIS User ID,SIS Login ID,Section,01_a (4711),Other quiz (99),Current Score\n"
+          "    Points Possible,,,,,5.00,10.00,(read only)\n"
+          "\"Liddell, Alice\",1001,alice,aliddell,Section A,,7.00,70\n"
+          "\"Builder, Bob\",1002,S-2,bob,Section B,,,\n")
+
+
+def test_canvas_import_takes_ids_from_the_courses_gradebook_export():
+    text, unknown = canvas_csv(rows() + [Row("carol", "01_a", 1, 5, status="graded")], EXPORT)
+    table = list(csv.reader(io.StringIO(text)))
+    # an assignment Canvas knows gets its exact column name (the id): the import updates it
+    assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "01_a (4711)", "02_b"]
+    assert table[1] == ["Points Possible", "", "", "", "", "5", "6"]
+    assert table[2] == ["Liddell, Alice", "1001", "alice", "aliddell", "Section A", "3", ""]  # by SIS User ID
+    assert table[3] == ["Builder, Bob", "1002", "S-2", "bob", "Section B", "5", "6"]  # by SIS Login ID
+    assert table[4] == ["carol", "", "carol", "", "", "1", ""] and unknown == ["carol"]  # named, not guessed
+
+
+@pytest.mark.parametrize("text", ["", "name,score\nalice,3\n", "just text"])
+def test_a_file_that_is_not_a_canvas_export_is_refused(text):
+    with pytest.raises(ValueError, match="not a Canvas gradebook export"):
+        canvas_csv(rows(), text)
 
 
 def test_gradescope_results_follow_the_published_format():
