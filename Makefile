@@ -20,7 +20,7 @@ help:
 	@echo "make venv         create .venv and install the pinned packages (every target does it first)"
 	@echo "make train        train the course MLP (see: $(PY) -m course_lib train --help)"
 	@echo "make test         create/refresh .venv, run the tests and every notebook (nbval), not the long ones"
-	@echo "make test-long    the tests that take minutes each (a class graded, JupyterLab): CI runs them"
+	@echo "make test-long    the autograder's sandbox tests and a lesson in JupyterLab (minutes): CI runs them"
 	@echo "make test-fast    the unit tests only: no notebooks, no browser, nothing slow"
 	@echo "make lab          open JupyterLab on notebooks/ (students' set-up: no nbgrader)"
 	@echo "make notebooks    re-execute and re-save the lesson notebooks"

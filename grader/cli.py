@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
                        help=f"seconds of CPU one call of the student's code from a test may use (default "
                             f"{Limits.call_s:g}; a notebook's metadata.grading.call_s wins)")
     grade.add_argument("--notebook-timeout", type=float, default=Limits.notebook_s, metavar="S",
-                       help=f"seconds one notebook may take in all (default {Limits.notebook_s:g})")
+                       help=f"CPU seconds one notebook may use in all, cells and calls together (default {Limits.notebook_s:g})")
     grade.add_argument("--unsandboxed", action="store_true",
                        help="run students' code without bubblewrap (it can then read and change your "
                             "files); the score table records it")

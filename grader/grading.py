@@ -33,7 +33,15 @@ import nbformat
 
 from grader.course import nbgrader_meta
 from grader.proxies import callable_proxy, function_proxy
-from grader.sandbox import Budget, Limits, Sandbox, SandboxUnavailable, StudentProcessEnded, read_output
+from grader.sandbox import (
+    WALL_FACTOR,
+    Budget,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    StudentProcessEnded,
+    read_output,
+)
 from grader.text import first_line
 
 # What an honest answer never needs; each hit is shown to the instructor, not scored.
@@ -115,7 +123,7 @@ class StudentCode:
             self.sandbox.start({"cells": cells, "withheld": self.job.withheld, "assignment": self.job.assignment,
                                 "autograd": self.job.autograd})
             current = None
-            budget = Budget.for_cell(self.job.limits, self.deadline)
+            budget = Budget.for_cell(self.job.limits, self.sandbox.notebook_cpu(), self.deadline)
             try:
                 while True:
                     doing = ("starting Python" if current is None else f"cell {current}" if current > 0
@@ -123,12 +131,12 @@ class StudentCode:
                     message = self.sandbox.next_message(budget, doing)
                     if message.get("event") == "start" and isinstance(message.get("cell"), int):
                         current = message["cell"]
-                        budget = Budget.for_cell(self.job.limits, self.deadline)
+                        budget = Budget.for_cell(self.job.limits, self.sandbox.notebook_cpu(), self.deadline)
                         self.sandbox.begin()
                     elif message.get("event") == "end" and isinstance(message.get("cell"), int):
                         self._cell_done(message["cell"], message.get("error"))
                         current = None
-                        budget = Budget.for_cell(self.job.limits, self.deadline)
+                        budget = Budget.for_cell(self.job.limits, self.sandbox.notebook_cpu(), self.deadline)
                         self.sandbox.begin()
                     elif message.get("event") == "ready":
                         self.names = dict(message.get("names", {}))
@@ -162,13 +170,16 @@ class StudentCode:
         return read_output(self.sandbox.workdir / "output" / f"cell{index}.txt", self.job.limits.output_bytes)
 
     def call(self, message: dict, doing: str):
+        if self.sandbox.notebook_cpu() >= self.job.limits.notebook_s:
+            raise TimeoutError(f"not run: the notebook used up its {self.job.limits.notebook_s:g} s of CPU time")
         if time.monotonic() >= self.deadline:
-            raise TimeoutError(f"not run: the notebook used up its {self.job.limits.notebook_s:g} s")
+            raise TimeoutError(f"not run: the notebook ran past its {WALL_FACTOR * self.job.limits.notebook_s:g} s "
+                               "of wall-clock time (it slept or waited)")
         if self.refused:
             raise RuntimeError(f"not run: {self.refused}")
         try:  # each call has its own budget
             self.ensure_running()
-            reply = self.sandbox.request(message, Budget.for_cell(self.job.limits, self.deadline, call=True), doing)
+            reply = self.sandbox.request(message, Budget.for_cell(self.job.limits, self.sandbox.notebook_cpu(), self.deadline, call=True), doing)
         except SandboxUnavailable as e:  # a test may catch this; grade_notebook reads self.refused
             self.refused = str(e)
             raise RuntimeError(f"not run: {e}") from None
@@ -202,7 +213,7 @@ def grade_notebook(job: Job) -> Outcome:
         if kind == "answer":
             outcome.flags += suspicious(index, source)
     with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
-        code = StudentCode(job, program, Path(workdir), start + job.limits.notebook_s)
+        code = StudentCode(job, program, Path(workdir), start + WALL_FACTOR * job.limits.notebook_s)
         try:
             try:
                 code.ensure_running()

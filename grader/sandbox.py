@@ -56,7 +56,7 @@ class Limits:
 
     cell_s: float = 60.0  # CPU seconds of one answer cell
     call_s: float = 60.0  # CPU seconds of one call of the student's code from a test
-    notebook_s: float = 300.0  # wall-clock seconds of everything of one notebook together
+    notebook_s: float = 300.0  # CPU seconds of everything of one notebook together
     output_bytes: int = 1_000_000  # one cell's printed output (and any file it writes)
     memory_bytes: int = 4 * 2**30  # each of the student's processes' address space (torch on a CPU fits in 1)
     disk_bytes: int = 64 * 2**20  # the student's home folder (and /tmp), in memory: a trained MLP is 0.5 MB
@@ -65,7 +65,7 @@ class Limits:
 
     def describe(self) -> str:
         return (f"{self.cell_s:g} s per cell, {self.call_s:g} s per call from a test (CPU time), "
-                f"{self.notebook_s:g} s per notebook, "
+                f"{self.notebook_s:g} s per notebook (CPU time), "
                 f"{self.output_bytes / 1e6:g} MB of output per cell, {self.memory_bytes / 2**30:g} GB of memory, "
                 f"{self.disk_bytes / 2**20:g} MB and {self.files:,} files of disk, "
                 f"{self.processes} processes or threads")
@@ -82,14 +82,22 @@ class Budget:
     wall_limit: str
 
     @classmethod
-    def for_cell(cls, limits: Limits, notebook_deadline: float, call: bool = False) -> "Budget":
+    def for_cell(cls, limits: Limits, notebook_cpu_used: float, notebook_deadline: float,
+                 call: bool = False) -> "Budget":
+        """The budget of the next cell or call: its own CPU limit, or what is left of the
+        notebook's CPU time if that is less; a wall-clock backstop of ``WALL_FACTOR`` times it, or
+        the notebook's own backstop if that comes first."""
         seconds, what = (limits.call_s, "call") if call else (limits.cell_s, "cell")
         limit = f"{seconds:g} s of CPU time (the limit per {what})"
+        left = limits.notebook_s - notebook_cpu_used
+        if left < seconds:
+            seconds, limit = max(left, 0.0), f"the notebook's {limits.notebook_s:g} s of CPU time (the limit per notebook)"
         wall_end = time.monotonic() + WALL_FACTOR * seconds
         if wall_end <= notebook_deadline:
             return cls(seconds, wall_end, limit, f"{WALL_FACTOR * seconds:g} s of wall-clock time "
-                       f"({WALL_FACTOR} x the limit per {what}: it slept or waited)")
-        notebook = f"the notebook's {limits.notebook_s:g} s (the limit per notebook)"
+                       f"({WALL_FACTOR} x its CPU limit: it slept or waited)")
+        notebook = (f"the notebook's {WALL_FACTOR * limits.notebook_s:g} s of wall-clock time "
+                    f"({WALL_FACTOR} x the limit per notebook: it slept or waited)")
         return cls(seconds, notebook_deadline, limit, notebook)
 
 
@@ -180,6 +188,8 @@ class Sandbox:
         self._root = None  # the sandbox's / seen from here, to count its files and processes
         self._handles = itertools.count()
         self._cpu_start = 0.0  # the sandbox's CPU seconds when the current budget began
+        self._cpu_now = 0.0  # the sandbox's CPU seconds at the last reading
+        self._cpu_before = 0.0  # CPU seconds of this notebook's earlier sandboxes (restarted without a cell)
         self.library = workdir / "library"  # the course_lib the student sees, without solutions
 
     def prepare(self, withheld: list, assignment: str) -> None:
@@ -196,6 +206,8 @@ class Sandbox:
         fds = [os.open(outputs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600) for name in names]
         program = dict(program, outputs=fds, processes=self.limits.processes if self.sandboxed else 0)
         torch.save(program, self.workdir / "program.pt")
+        self._cpu_before += self._cpu_now
+        self._cpu_start = self._cpu_now = 0.0
         req_r, self._req_w = os.pipe()
         self._res_r, res_w = os.pipe()
         info_r, info_w = os.pipe()
@@ -207,7 +219,9 @@ class Sandbox:
         else:
             argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir / "program.pt"), str(req_r), str(res_w)]
             env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.library))
-        output, memory, cpu = self.limits.output_bytes, self.limits.memory_bytes, int(self.limits.notebook_s)
+        # RLIMIT_CPU is the kernel's backstop behind the grader's own CPU watch: above the notebook's
+        # limit, so that the watch (which names the limit) always acts first.
+        output, memory, cpu = self.limits.output_bytes, self.limits.memory_bytes, int(self.limits.notebook_s) + 30
         with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
             self.process = subprocess.Popen(
                 argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w, info_w, *fds), start_new_session=True,
@@ -270,7 +284,13 @@ class Sandbox:
                 continue
             if self._root or int(fields[3]) == self.process.pid:  # fields[3]: its session
                 total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        self._cpu_now = max(self._cpu_now, total / CLOCK_TICKS)
         return total / CLOCK_TICKS
+
+    def notebook_cpu(self) -> float:
+        """CPU seconds this notebook's student processes have used so far, in every sandbox it
+        took (as last read: 4 times a second while the student's code runs)."""
+        return self._cpu_before + self._cpu_now
 
     def begin(self) -> None:
         """Start the CPU clock of a new budget."""
@@ -383,9 +403,12 @@ class Sandbox:
 def exit_cause(code) -> str:
     if code is None:
         return "stopped"
+    if code == 128 + signal.SIGXCPU:  # bubblewrap passes on a child killed by signal N as 128 + N
+        code = -signal.SIGXCPU
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        return f"killed by {name}" + (": out of memory?" if name == "SIGKILL" else "")
+        why = {"SIGKILL": ": out of memory?", "SIGXCPU": ": the kernel's CPU-time limit per process"}.get(name, "")
+        return f"killed by {name}{why}"
     return f"exit code {code}"
 
 

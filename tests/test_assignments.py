@@ -404,7 +404,7 @@ def test_perfect_submission_gets_full_points(course, graded):
             assert gb.find_submission(name, "perfect").score == total
             assert row["isolation"] == "sandbox"
     assert ("graded in: sandbox (bubblewrap); limits: 60 s per cell, 60 s per call from a test (CPU time), "
-            "300 s per notebook") in stdout
+            "300 s per notebook (CPU time)") in stdout
 
 
 def test_untouched_release_gets_zero(course, graded):
@@ -515,7 +515,7 @@ def test_each_crash_costs_only_its_own_cell(crashed, student):
     assert float(row["score"]) == score, row
     assert row["status"] == ("graded; " + problem if problem else "graded")
     assert (course / "autograded" / student / A2 / f"{A2}.ipynb").is_file()  # a feedback notebook is kept
-    assert ("limits: 10 s per cell, 60 s per call from a test (CPU time), 120 s per notebook, 1 MB of output "
+    assert ("limits: 10 s per cell, 60 s per call from a test (CPU time), 120 s per notebook (CPU time), 1 MB of output "
             "per cell, 4 GB of memory") in stdout
 
 

@@ -10,7 +10,7 @@ from test_sandbox import DOUBLE, LINEAR_TEST, TEST, grade
 
 repo = test_sandbox.repo  # the same module-scoped fixture: a copy of course_lib the sandbox mounts
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]
 
 TRAINING_SETUP = ("import torch\nimport torch.nn.functional as F\n"

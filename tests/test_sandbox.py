@@ -18,7 +18,7 @@ from grader.sandbox import Limits
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("bwrap") is None,
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.skipif(shutil.which("bwrap") is None,
                                                    reason="needs bubblewrap (apt-get install -y bubblewrap)")]
 
 SETUP = "import torch\n"
@@ -210,6 +210,20 @@ def test_each_call_from_a_test_has_its_own_cpu_budget(repo):
                     limits=Limits(cell_s=20, call_s=2, notebook_s=120))
     assert outcome.scores == {"test_twice": 1.0, "test_long": 0.0}, outcome.failures
     assert outcome.problems == ["test_long: spin(...) ran past 2 s of CPU time (the limit per call)"]
+
+
+def test_the_notebook_limit_counts_cpu_time_not_sleep(repo):
+    """Ten seconds of sleep cost nothing of the notebook's 12 s (a wall-clock limit would have
+    stopped the notebook there); the CPU time of the cells and of every call adds up, and the call
+    that crosses 12 s is stopped with the notebook's limit named."""
+    outcome = grade(repo, {"sleeps": "import time\ntime.sleep(10)\n", "spin": SPIN + "\nspin(2)\n",
+                           "double": DOUBLE},
+                    {"test_double": TEST, "test_spin": "assert spin(9) == 1\n", "test_after": TEST},
+                    limits=Limits(cell_s=20, call_s=20, notebook_s=12))
+    assert outcome.scores == {"test_double": 1.0, "test_spin": 0.0, "test_after": 0.0}, outcome.failures
+    assert outcome.problems[0] == ("test_spin: spin(...) ran past the notebook's 12 s of CPU time "
+                                   "(the limit per notebook)"), outcome.problems
+    assert "used up its 12 s of CPU time" in outcome.failures["test_after"]
 
 
 def test_nothing_is_graded_when_the_sandbox_cannot_be_watched(repo, monkeypatch):
