@@ -3,7 +3,13 @@
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
+from course_lib.checks import (
+    check_accuracy,
+    check_clipped_train_step,
+    check_sgd_step,
+    check_sgd_update,
+    check_train_step,
+)
 
 
 def test_sgd_update_names_each_mistake():
@@ -125,3 +131,50 @@ def test_accuracy_check():
     assert check_accuracy(0.95, 0.9).passed
     report = check_accuracy(0.85, 0.9)
     assert not report.passed and "85.00%, needed at least 90.00%" in str(report)
+
+
+def clipped_step(clip):
+    """A clipped MSE step whose clipping is ``clip(grads, norm, max_norm)``."""
+    def step(model, inputs, targets, optimizer, max_norm):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(inputs), targets)
+        loss.backward()
+        grads = [p.grad for p in model.parameters()]
+        norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+        clip(grads, norm, max_norm)
+        optimizer.step()
+        return loss.item(), norm.item()
+    return step
+
+
+def global_clip(grads, norm, max_norm):
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+
+
+CLIP_MISTAKES = {  # the mistake -> words its report must hold
+    "no clipping": (lambda grads, norm, max_norm: None, "were not scaled: their global norm was"),
+    "each tensor on its own": (lambda grads, norm, max_norm: [g.mul_(min(1.0, max_norm / g.norm().item()))
+                                                              for g in grads], "clipped on its own"),
+    "a small gradient scaled up": (lambda grads, norm, max_norm: [g.mul_(max_norm / norm) for g in grads],
+                                   "already within max_norm"),
+}
+
+
+def test_clipped_step_passes_when_right_and_names_each_mistake():
+    report = check_clipped_train_step(clipped_step(global_clip))
+    assert report.passed and len(report.lines) == 6, str(report)
+    for mistake, (clip, words) in CLIP_MISTAKES.items():
+        report = check_clipped_train_step(clipped_step(clip))
+        assert not report.passed and words in str(report), (mistake, str(report))
+
+
+def test_clipped_step_wants_the_loss_and_the_norm_before_clipping():
+    def returns_norm_after(model, inputs, targets, optimizer, max_norm):
+        loss, norm = clipped_step(global_clip)(model, inputs, targets, optimizer, max_norm)
+        return loss, min(norm, max_norm)
+    report = check_clipped_train_step(returns_norm_after)
+    assert report.failed_names() == ["large gradient: norm returned"], str(report)
+    report = check_clipped_train_step(lambda *args: clipped_step(global_clip)(*args)[0])
+    assert "expected (loss, norm)" in str(report)

@@ -57,7 +57,13 @@ from .thought import (
     check_rms_norm_backward,
     check_shared_layer_grads,
 )
-from .training import check_accuracy, check_sgd_step, check_sgd_update, check_train_step
+from .training import (
+    check_accuracy,
+    check_clipped_train_step,
+    check_sgd_step,
+    check_sgd_update,
+    check_train_step,
+)
 from .triton import check_grad_bias_kernel, check_row_mask_kernel, check_tile_choice
 
 __all__ = [
@@ -68,7 +74,7 @@ __all__ = [
     # the lessons' exercises, in reading order
     "check_parameter_count", "check_fold_scale_shift",
     "check_backward", "check_torch_layout_backward", "check_relu_mlp_gradients",
-    "check_sgd_update", "check_train_step",
+    "check_sgd_update", "check_train_step", "check_clipped_train_step",
     "check_cross_entropy_backward", "check_manual_step", "check_mlp_gradients", "mlp_gradients",
     "check_interaction", "check_design",
     "check_modern_function", "check_ensemble",

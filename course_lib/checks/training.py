@@ -167,6 +167,90 @@ def check_train_step(fn, lr: float = 0.05, seed: int = 0) -> Report:
     return report
 
 
+def _clipped_variants(model, x, y, lr: float, max_norm: float) -> dict:
+    """Parameters after one MSE step from ``model``'s, for the right clipping and three wrong ones,
+    with the right step's loss and global gradient norm (before clipping)."""
+    results = {}
+    for variant in ("right", "none", "per tensor", "always"):
+        ref = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
+        optimizer.zero_grad()
+        loss = F.mse_loss(ref(x), y)
+        loss.backward()
+        grads = [p.grad for p in ref.parameters()]
+        norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), math.inf).item()  # measures only
+        if variant == "right":
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm)
+        elif variant == "per tensor":
+            for grad in grads:
+                grad.mul_(min(1.0, max_norm / grad.norm().item()))
+        elif variant == "always":
+            for grad in grads:
+                grad.mul_(max_norm / norm)
+        optimizer.step()
+        results[variant] = ([p.detach() for p in ref.parameters()], loss.item(), norm)
+    return results
+
+
+CLIP_MISTAKES = {
+    "none": "the gradients were not scaled: their global norm was {norm:.3g}, above max_norm = {max_norm:g}",
+    "per tensor": "each gradient was clipped on its own: the norm is global, every parameter's gradient "
+                  "together as one long vector, and one factor scales them all (that keeps the direction)",
+    "always": "a gradient whose global norm ({norm:.3g}) is already within max_norm = {max_norm:g} must be "
+              "left as it is: scale by min(1, max_norm / norm)",
+}
+
+
+def check_clipped_train_step(fn, max_norm: float = 1.0, lr: float = 0.05, seed: int = 0) -> Report:
+    """Check ``fn(model, inputs, targets, optimizer, max_norm) -> (loss, norm)``: one MSE step whose
+    gradients are first scaled down, all by one factor, to a global L2 norm of at most ``max_norm``.
+
+    Two cases on a ``CustomModel``, each beside the grader's own copy stepped with
+    ``torch.nn.utils.clip_grad_norm_``: targets far off (a large gradient, clipped) and targets
+    close to the outputs (a small gradient, left alone). A wrong result is compared with the usual
+    mistakes (no clipping, each tensor clipped on its own, scaling a small gradient up).
+    """
+    report = Report("check_clipped_train_step")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, 4, generator=g)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        model = CustomModel(4, 8, 1)
+    with torch.no_grad():
+        outputs = model(x)
+    cases = {"large gradient": outputs + 30.0 * torch.randn(16, 1, generator=g),
+             "small gradient": outputs + 0.01 * torch.randn(16, 1, generator=g)}
+    for case, y in cases.items():
+        variants = _clipped_variants(model, x, y, lr, max_norm)
+        right, ref_loss, ref_norm = variants["right"]
+        student = copy.deepcopy(model)
+        try:
+            returned = fn(student, x.clone(), y.clone(), torch.optim.SGD(student.parameters(), lr=lr), max_norm)
+        except Exception as e:
+            return raised(report, case, e)
+        if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
+            report.add(f"{case}: returned", False, f"{type(returned).__name__}, expected (loss, norm): "
+                       "the loss before the step and the gradients' global norm before clipping")
+            return report
+        for what, got, expected in (("loss", returned[0], ref_loss), ("norm", returned[1], ref_norm)):
+            got = as_number(got)
+            ok = isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(
+                got, expected, rel_tol=1e-4)
+            report.add(f"{case}: {what} returned", ok, f"{got:.6g}" if ok else f"{got!r}, expected {expected:.6g}")
+        params = [p.detach() for p in student.parameters()]
+        if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, right)):
+            report.add(f"{case}: parameters after the step", True,
+                       "clipped to max_norm" if ref_norm > max_norm else "left unclipped, as they should be")
+            continue
+        mistake = next((m for m, (result, _, _) in variants.items() if m != "right"
+                        and all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, result))), None)
+        detail = (CLIP_MISTAKES[mistake].format(norm=ref_norm, max_norm=max_norm) if mistake else
+                  "differ from one clipped SGD step: zero_grad, forward, loss, backward, scale every "
+                  "gradient by min(1, max_norm / norm), step")
+        report.add(f"{case}: parameters after the step", False, detail)
+    return report
+
+
 def check_accuracy(accuracy: float, threshold: float, what: str = "test accuracy") -> Report:
     """Check an accuracy (a fraction in [0, 1]) reaches ``threshold``."""
     report = Report("check_accuracy")
