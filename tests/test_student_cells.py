@@ -29,6 +29,7 @@ YOUR_TURN = [
     (L3, "yt-03-step", "check_backward_and_step", "my_backward_and_step", "solution_backward_and_step"),
     (L4, "yt-04-atoms", "check_cross_entropy_atoms", "my_atoms", "solution_atoms"),
     (L4, "yt-04-engine", "check_scalar_engine", "Scalar", "SolutionScalar"),
+    (L4, "yt-04-mlp", "check_mlp_backward", "my_mlp_backward", "solution_mlp_backward"),
 ]
 
 # (lesson, solution, [(text in the solution cell, the typical mistake in its place)], words the
@@ -67,6 +68,11 @@ BROKEN = [
     (L4, "SolutionScalar", [("parent.grad += local * value.grad", "parent.grad = local * value.grad")],
      "add them up (+=)"),
     (L4, "SolutionScalar", [("for value in reversed(order):", "for value in order:")], "topological order"),
+    (L4, "solution_mlp_backward", [('dz2 = (G @ p["weight3"].T) * (c["z2"] > 0)', 'dz2 = G @ p["weight3"].T')],
+     "without ReLU 2's mask"),
+    (L4, "solution_mlp_backward", [('dz2.sum(0)', 'dz2.mean(0)')], "dL/dbias2 sums dL/dz2 over the batch's rows"),
+    (L4, "solution_mlp_backward", [('"weight3": c["h2"].T @ G', '"weight3": G.T @ c["h2"]')],
+     "shape (10, 64), expected (64, 10)"),
 ]
 
 

@@ -50,7 +50,7 @@ from .modern import check_ensemble, check_modern_function
 from .modules import check_mlp, check_rms_norm
 from .report import TOLERANCE, Line, Report, compare
 from .student import check_backward_and_step, check_forward, check_linear_function, check_linear_gradients
-from .student_loss import check_cross_entropy_atoms, check_scalar_engine
+from .student_loss import check_cross_entropy_atoms, check_mlp_backward, check_scalar_engine
 from .thought import (
     check_in_place_function,
     check_registered_parameters,
@@ -85,7 +85,7 @@ __all__ = [
     "check_grad_bias_kernel", "check_row_mask_kernel", "check_tile_choice",
     # the lessons' "Your turn" cells, in reading order
     "check_forward", "check_linear_gradients", "check_linear_function", "check_backward_and_step",
-    "check_cross_entropy_atoms", "check_scalar_engine",
+    "check_cross_entropy_atoms", "check_scalar_engine", "check_mlp_backward",
     "check_fold_standardization", "check_linear_jvp", "check_weight_decay_step",
     # the graded assignments
     "check_evaluate_accuracy", "check_gradients", "check_linear_random", "check_train_epoch",

@@ -178,3 +178,55 @@ def check_scalar_engine(cls) -> Report:
                      "of its gradients: add them up (+=), never overwrite")
         report.add("diagnosis", False, words)
     return finish(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Your turn (lesson 4, section 4): the whole backward pass of the MNIST network
+# ---------------------------------------------------------------------------------------------
+
+
+def check_mlp_backward(fn, seed: int = 0) -> Report:
+    """Check ``fn(params, cache, grad_logits) -> {name: gradient}`` for the 784-128-64-10 ReLU
+    network: the six parameter gradients by name, each against autograd's (``check_mlp_gradients``).
+
+    ``params`` are a ``ManualMLP``'s weights (``(n_in, n_out)``) and biases, ``cache`` its forward's
+    ``x, z1, h1, z2, h2``, ``grad_logits`` the mean cross-entropy's ``dL/dlogits``; ``fn`` gets
+    copies of each, so the reference is computed from the check's own tensors.
+    """
+    from ..manual import PARAMETERS, ManualMLP, cross_entropy_backward
+    from .backprop import check_mlp_gradients
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        mlp = ManualMLP(dtype=torch.float64)
+    images = torch.randn(6, 784, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 10, (6,), generator=g)
+    grad_logits = cross_entropy_backward(mlp.forward(images), labels)
+    params = {n: p.clone() for n, p in mlp.params.items()}
+    cache = {n: t.clone() for n, t in mlp.cache.items() if n != "logits"}
+    report = Report("check_mlp_backward")
+    ok, got = attempt(report, "my_mlp_backward", fn, {n: p.clone() for n, p in params.items()},
+                      {n: t.clone() for n, t in cache.items()}, grad_logits.clone())
+    if not ok:
+        return finish(report)
+    if not isinstance(got, dict):
+        report.add("gradients", False, f"returned {type(got).__name__}, expected a dict keyed by "
+                                       f"{', '.join(PARAMETERS)}")
+        return report
+    checked = check_mlp_gradients({n: got.get(n) for n in PARAMETERS}, params, images, labels)
+    report.lines = checked.lines
+    # The usual mistake, recognised: a ReLU's mask left out (the gradient then flows through
+    # units that were off in the forward pass).
+    G, p, c = grad_logits, params, cache
+    dz2 = (G @ p["weight3"].T) * (c["z2"] > 0)
+    unmasked = {"weight2": c["h1"].T @ (G @ p["weight3"].T),
+                "weight1": c["x"].T @ (dz2 @ p["weight2"].T)}
+    for line in report.lines:
+        name = line.name.removeprefix("dL/d")
+        if not line.passed and name in unmasked and _close(got.get(name), unmasked[name]):
+            k = name[-1]
+            line.detail = line.detail.rstrip(".") + (f". It is the gradient without ReLU {k}'s mask: dL/dz{k} = dL/dh{k} * [z{k} > 0], "
+                            f"zero wherever z{k} was <= 0 in the forward pass")
+    return report
+
