@@ -24,8 +24,11 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from .files import atomic_write
 from .runlog import EpochRecord, read_run_log
 
-# The config fields a sweep varies, in the order the plots show them.
-HYPERPARAMETERS = ("lr", "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
+# The config fields a sweep varies, in the order the plots show them, and the columns derived from
+# them that a reader may add (lr_scale: a learning rate as a multiple of its optimiser's default,
+# which lesson 6 adds to the runs it reads).
+DERIVED = ("lr_scale",)
+HYPERPARAMETERS = ("lr", *DERIVED, "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
                    "schedule", "shift", "epochs", "max_batches", "seed", "resolved_dataset")
 RUN_METRICS = ("final_train_loss", "final_train_acc", "best_val_loss", "final_val_loss",
                "final_val_acc", "test_acc")

@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -293,8 +294,16 @@ def main(argv=None) -> int:
           f"({', '.join(s.name for s in setups)}), {args.jobs} at a time", flush=True)
     start = time.perf_counter()
     # Longest notebooks first would balance better, but their order is unknown: keep it simple.
+    # One run of a notebook at a time: a lesson writes its own files (lesson 6: runs/lesson06/),
+    # which a second run of it under another setup would overwrite midway.
+    busy = {nb: threading.Lock() for nb in notebooks}
+
+    def one(run: Run) -> Run:
+        with busy[run.notebook]:
+            return check(run, args.timeout)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for run in pool.map(lambda r: check(r, args.timeout), runs):
+        for run in pool.map(one, runs):
             state = ("ok" if not (run.differed or run.error)
                      else f"cells {sorted(run.differed)} differ" if run.differed else "FAILED")
             print(f"  {run.setup.name:<15} {run.notebook.name:<45} {run.seconds:5.0f} s  {state}",
