@@ -24,8 +24,9 @@ from grader.sandbox import Limits
 from grader.text import one_line
 
 
-def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path, gradebook: Path | None = None) -> list:
-    """The score table, the Canvas import, results.json files and the similarity report."""
+def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path, gradebook: tuple | None = None) -> list:
+    """The score table, the Canvas import, results.json files and the similarity report;
+    ``gradebook``: ``(path, text)`` of Canvas's export, read (and checked) before grading."""
     from course_lib.runlog import atomic_write
     from grader.autograde import answers_by_assignment
     from grader.exports import canvas_csv, write_gradescope
@@ -33,10 +34,10 @@ def write_outputs(course: Path, rows: list, jobs: list, csv_path: Path, gradeboo
     from grader.table import write_csv
 
     write_csv(rows, csv_path)
-    canvas, unknown = canvas_csv(rows, gradebook.read_text(encoding="utf-8-sig") if gradebook else None)
+    canvas, unknown = canvas_csv(rows, gradebook[1] if gradebook else None)
     atomic_write(csv_path.with_name("canvas.csv"), canvas)
     if unknown:
-        print(f"warning: {len(unknown)} student folder(s) not in the Canvas gradebook {gradebook} (matched by "
+        print(f"warning: {len(unknown)} student folder(s) not in the Canvas gradebook {gradebook[0]} (matched by "
               f"SIS User ID, SIS Login ID or ID): {', '.join(one_line(s) for s in unknown[:10])}"
               f"{' ...' if len(unknown) > 10 else ''}; their rows in canvas.csv carry the folder name only",
               file=sys.stderr)
@@ -111,15 +112,18 @@ def run(args) -> int:
                                   f"{args.jobs}, {args.cell_timeout:g}, {args.call_timeout:g}, {args.notebook_timeout:g}")
         grading = Grading(Limits(cell_s=args.cell_timeout, call_s=args.call_timeout, notebook_s=args.notebook_timeout),
                           not args.unsandboxed, args.jobs)
+        gradebook = None
         if args.canvas_gradebook is not None:  # read it before grading: a bad file costs nothing
             from grader.exports import read_canvas_gradebook
             try:
-                read_canvas_gradebook(args.canvas_gradebook.read_text(encoding="utf-8-sig"))
+                text = args.canvas_gradebook.read_text(encoding="utf-8-sig")
+                read_canvas_gradebook(text)
             except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
                 raise AssignmentError(f"--canvas-gradebook {args.canvas_gradebook}: {error}") from None
+            gradebook = (args.canvas_gradebook, text)
         rows, jobs = autograde(course, grading)
         csv_path = args.csv or course / "scores.csv"
-        pairs = write_outputs(course, rows, jobs, csv_path, args.canvas_gradebook)
+        pairs = write_outputs(course, rows, jobs, csv_path, gradebook)
         print_table(rows, grading.header())
         print_similar(pairs)
         print(f"\nscore table written to {csv_path}; Canvas import: {csv_path.with_name('canvas.csv')}; "

@@ -99,7 +99,8 @@ def canvas_csv(rows: list, gradebook: str | None = None) -> tuple:
         cells = [scores.get((student, a)) for a in assignments]
         identity = known.get(student)
         if identity is None:
-            unknown += [student] if gradebook is not None else []
+            if gradebook is not None:
+                unknown.append(student)
             identity = [student if c in ("Student", "SIS User ID") else "" for c in columns]
         writer.writerow([*(one_line(v) for v in identity), *(
             f"{r.score:g}" if r and r.status.startswith("graded") else "" for r in cells)])

@@ -203,8 +203,7 @@ def check_mlp_backward(fn, seed: int = 0) -> Report:
     images = torch.randn(6, 784, generator=g, dtype=torch.float64)
     labels = torch.randint(0, 10, (6,), generator=g)
     grad_logits = cross_entropy_backward(mlp.forward(images), labels)
-    params = {n: p.clone() for n, p in mlp.params.items()}
-    cache = {n: t.clone() for n, t in mlp.cache.items() if n != "logits"}
+    params, cache = mlp.params, {n: t for n, t in mlp.cache.items() if n != "logits"}  # the check's own
     report = Report("check_mlp_backward")
     ok, got = attempt(report, "my_mlp_backward", fn, {n: p.clone() for n, p in params.items()},
                       {n: t.clone() for n, t in cache.items()}, grad_logits.clone())

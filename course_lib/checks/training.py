@@ -192,6 +192,10 @@ def _clipped_variants(model, x, y, lr: float, max_norm: float) -> dict:
     return results
 
 
+def _same_params(params, reference) -> bool:
+    return all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, reference))
+
+
 CLIP_MISTAKES = {
     "none": "the gradients were not scaled: their global norm was {norm:.3g}, above max_norm = {max_norm:g}",
     "per tensor": "each gradient was clipped on its own: the norm is global, every parameter's gradient "
@@ -238,12 +242,11 @@ def check_clipped_train_step(fn, max_norm: float = 1.0, lr: float = 0.05, seed: 
                 got, expected, rel_tol=1e-4)
             report.add(f"{case}: {what} returned", ok, f"{got:.6g}" if ok else f"{got!r}, expected {expected:.6g}")
         params = [p.detach() for p in student.parameters()]
-        if all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, right)):
+        if _same_params(params, right):
             report.add(f"{case}: parameters after the step", True,
                        "clipped to max_norm" if ref_norm > max_norm else "left unclipped, as they should be")
             continue
-        mistake = next((m for m, (result, _, _) in variants.items() if m != "right"
-                        and all(torch.allclose(p, r, rtol=1e-5, atol=1e-6) for p, r in zip(params, result))), None)
+        mistake = next((m for m, (result, _, _) in variants.items() if m != "right" and _same_params(params, result)), None)
         detail = (CLIP_MISTAKES[mistake].format(norm=ref_norm, max_norm=max_norm) if mistake else
                   "differ from one clipped SGD step: zero_grad, forward, loss, backward, scale every "
                   "gradient by min(1, max_norm / norm), step")
