@@ -3,7 +3,7 @@
 The pieces, in the order the lessons meet them:
     functions  autograd Functions (the plain ``Linear_Layer`` and the gallery)
     fast       ``FastLinear``: ``Linear_Layer`` with the production concerns, what ``Linear`` runs
-    counting   a call's cost counted (aten operators, Python calls), lesson 09 and the budget test
+    counting   a call's cost counted (aten operators, Python calls), lesson 10 and the budget test
     manual     ``ManualLinear``, the same layer with a hand-called backward
     layers     ``nn.Module`` layers (``Linear``, ``ScaledReLU``, ``LearnedSiLUModule``)
     models     ``NeuralNet`` (784-128-64-10) and ``CustomModel``
@@ -15,7 +15,7 @@ and the machinery around them (the README's "How the code is organised" has the 
     config, train          a run's settings (``TrainConfig``) and the training loop (``fit``)
     checkpoint, runlog     what a run saves to resume, and the run record it logs
     files                  writable folders and atomic files
-    distributed            the hooks that run ``fit`` on several processes (torchrun, DDP), lesson 10
+    distributed            the hooks that run ``fit`` on several processes (torchrun, DDP), lesson 11
     sweep, analysis, cli   sweeps, the run log read back, ``python -m course_lib``
     checks                 student-facing checks with feedback in course terms
 """

@@ -3,7 +3,7 @@ functions it enters.
 
 A wall clock on a shared machine swings by 10-20% from one run to the next; these counts are the
 same on every run and every machine, so a test can hold a layer to a budget (tests/
-test_dispatch_budget.py) and a lesson can print them (lesson 09). Each aten operator is one trip
+test_dispatch_budget.py) and a lesson can print them (lesson 10). Each aten operator is one trip
 through PyTorch's dispatcher to a kernel; each Python call is interpreter work that ``F.linear``,
 written in C++, does not do.
 

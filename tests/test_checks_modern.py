@@ -1,4 +1,4 @@
-"""``course_lib.checks.modern``: lesson 8's checks pass the solutions and name each mistake."""
+"""``course_lib.checks.modern``: lesson 9's checks pass the solutions and name each mistake."""
 
 import torch
 import torch.nn.functional as F
@@ -89,5 +89,5 @@ def test_ensemble():
 
 
 def ensemble_answer(x, weights, biases):
-    """Lesson 8's exercise 2, answered: vmap over the models' parameters, not over the samples."""
+    """Lesson 9's exercise 2, answered: vmap over the models' parameters, not over the samples."""
     return vmap(Linear_Layer.apply, in_dims=(None, 0, 0))(x, weights, biases)

@@ -1,4 +1,4 @@
-"""Tests of course_lib/checks/modules.py: lesson 9's MLP and RMSNorm modules."""
+"""Tests of course_lib/checks/modules.py: lesson 10's MLP and RMSNorm modules."""
 
 import torch
 from torch import nn

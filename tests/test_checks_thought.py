@@ -1,11 +1,14 @@
 """The checks of the exercises that need thought: right answers pass, each typical mistake fails
 on the line that names it, and a stub reports NOT ATTEMPTED."""
 
+import pytest
 import torch
 from torch import nn
 
 from course_lib.checks import (
     check_in_place_function,
+    check_init_std,
+    check_module_list,
     check_registered_parameters,
     check_rms_norm_backward,
     check_shared_layer_grads,
@@ -147,3 +150,78 @@ def test_rms_norm_backward_with_r_held_constant_is_named():
 def test_rms_norm_backward_without_the_batch_sum_fails_dg():
     report = check_rms_norm_backward(lambda x, g, G: (rms_norm_backward(x, g, G)[0], G * x))
     assert report.failed_names() == ["dg"]
+
+
+# Lesson 5, exercise 1: the initial scale for Linear + LeakyReLU(a).
+def right_std(n_in, a):
+    return (2 / ((1 + a * a) * n_in)) ** 0.5
+
+
+def test_init_std_right_answer_passes_and_keeps_20_layers_steady():
+    report = check_init_std(right_std)
+    assert report.passed, report
+    assert "RMS after layer 20" in str(report)
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (lambda n, a: 2 / ((1 + a * a) * n), "that is the variance"),
+    (lambda n, a: (1 / n) ** 0.5, "the activation then keeps only part of it"),
+    (lambda n, a: (2 / n) ** 0.5, "that is ReLU's answer"),
+    (lambda n, a: (2 / ((1 + a) * n)) ** 0.5, "what fraction of it does the activation keep"),
+])
+def test_init_std_typical_mistakes_are_named(wrong, named):
+    report = check_init_std(wrong)
+    assert not report.passed
+    assert named in str(report)
+
+
+def test_init_std_returned_as_a_tensor_is_accepted():
+    assert check_init_std(lambda n, a: torch.tensor(right_std(n, a))).passed
+
+
+# Lesson 5, exercise 2: layers kept in a Python list are invisible to the module.
+class RightStack(nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = nn.ModuleList(Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            x = x.relu() if i < len(self.layers) - 1 else x
+        return x
+
+
+class ListStack(RightStack):
+    def __init__(self, sizes):
+        nn.Module.__init__(self)
+        self.hidden = [Linear(a, b) for a, b in zip(sizes[:-2], sizes[1:-1])]  # a plain list
+        self.out = Linear(sizes[-2], sizes[-1])
+
+    def forward(self, x):
+        for layer in self.hidden:
+            x = layer(x).relu()
+        return self.out(x)
+
+
+class TrailingReLU(RightStack):
+    def forward(self, x):
+        return super().forward(x).relu()
+
+
+def test_module_list_right_answer_passes():
+    assert check_module_list(RightStack).passed
+    assert check_module_list(lambda sizes: nn.Sequential(
+        Linear(6, 5), nn.ReLU(), Linear(5, 4), nn.ReLU(), Linear(4, 3))).passed
+
+
+def test_layers_in_a_plain_list_fail_parameters_state_dict_and_double():
+    report = check_module_list(ListStack)
+    failed = report.failed_names()
+    assert {"parameters", "state_dict", ".double()"} <= set(failed), report
+    assert "holds 15 numbers" in str(report) and "have 74" in str(report)
+
+
+def test_a_relu_after_the_last_layer_fails_forward_only():
+    report = check_module_list(TrailingReLU)
+    assert report.failed_names() == ["forward"], report

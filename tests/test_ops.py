@@ -231,7 +231,7 @@ def test_backward_through_vmap_equals_backward_through_f_linear(in_dims):
 TORCH_FUNC_GRAD = (
     "torch 2.14: register_autograd builds an old-style autograd.Function (no setup_context), which "
     "torch.func transforms refuse (pytorch/pytorch#170834, #179652). When this XPASSes, torch.func "
-    "works through the op: update lesson 08 and this test."
+    "works through the op: update lesson 09 and this test."
 )
 
 

@@ -1,4 +1,4 @@
-"""The "Your turn" cells of lessons 1-4 (issue 21), run from the notebooks themselves.
+"""The "Your turn" cells of lessons 1-5 (issue 21), run from the notebooks themselves.
 
 Each lesson's collapsed solution cell (tag ``solution``) is executed after the lesson's imports: its
 own asserts make every check pass. Each "Your turn" cell, untouched, reports NOT ATTEMPTED (also in
@@ -18,8 +18,8 @@ import pytest
 from course_lib import checks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-L1, L2, L3, L4 = ("01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
-                  "04_backprop_all_the_way")
+L1, L2, L3, L4, L5 = ("01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
+                      "04_backprop_all_the_way", "05_autograd_and_modules")
 
 # (lesson, the student's cell, its check, the name the student defines, the solution's name)
 YOUR_TURN = [
@@ -28,7 +28,7 @@ YOUR_TURN = [
     (L2, "yt-02-function", "check_linear_function", "MyLinear", "SolutionLinear"),
     (L3, "yt-03-step", "check_backward_and_step", "my_backward_and_step", "solution_backward_and_step"),
     (L4, "yt-04-atoms", "check_cross_entropy_atoms", "my_atoms", "solution_atoms"),
-    (L4, "yt-04-engine", "check_scalar_engine", "Scalar", "SolutionScalar"),
+    (L5, "yt-05-engine", "check_scalar_engine", "Scalar", "SolutionScalar"),
     (L4, "yt-04-mlp", "check_mlp_backward", "my_mlp_backward", "solution_mlp_backward"),
 ]
 
@@ -65,9 +65,9 @@ BROKEN = [
     (L4, "solution_atoms", [("return grad.unsqueeze(1) * torch.softmax(z, dim=1)",
                              "return grad.unsqueeze(1) * z.exp() / z.exp().sum(dim=1, keepdim=True)")],
      "exp overflowed"),
-    (L4, "SolutionScalar", [("parent.grad += local * value.grad", "parent.grad = local * value.grad")],
+    (L5, "SolutionScalar", [("parent.grad += local * value.grad", "parent.grad = local * value.grad")],
      "add them up (+=)"),
-    (L4, "SolutionScalar", [("for value in reversed(order):", "for value in order:")], "topological order"),
+    (L5, "SolutionScalar", [("for value in reversed(order):", "for value in order:")], "topological order"),
     (L4, "solution_mlp_backward", [('dz2 = (G @ p["weight3"].T) * (c["z2"] > 0)', 'dz2 = G @ p["weight3"].T')],
      "without ReLU 2's mask"),
     (L4, "solution_mlp_backward", [('dz2.sum(0)', 'dz2.mean(0)')], "dL/dbias2 sums dL/dz2 over the batch's rows"),
@@ -110,7 +110,7 @@ def run(lesson: str, *sources: str) -> dict:
     return namespace
 
 
-@pytest.mark.parametrize("lesson", [L1, L2, L3, L4])
+@pytest.mark.parametrize("lesson", [L1, L2, L3, L4, L5])
 def test_the_solution_cell_passes_every_check_and_comes_last_collapsed(lesson):
     nb = load(lesson)
     last = nb.cells[-1]

@@ -294,7 +294,7 @@ def main(argv=None) -> int:
           f"({', '.join(s.name for s in setups)}), {args.jobs} at a time", flush=True)
     start = time.perf_counter()
     # Longest notebooks first would balance better, but their order is unknown: keep it simple.
-    # One run of a notebook at a time: a lesson writes its own files (lesson 6: runs/lesson06/),
+    # One run of a notebook at a time: a lesson writes its own files (lesson 7: runs/lesson07/),
     # which a second run of it under another setup would overwrite midway.
     busy = {nb: threading.Lock() for nb in notebooks}
 

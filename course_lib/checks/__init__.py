@@ -20,18 +20,20 @@ The checks live in these modules, all importable from here:
     exercise_runner  ``exercise``: runs an exercise's check, NOT ATTEMPTED while the answer is a stub
     forward          lesson 1: a network's parameter count, a scale and shift folded into a layer
     backward         lessons 2 and 3: a backward written by hand against autograd
-    training         lessons 3, 4 and 9: an SGD step by hand, one optimizer step, an accuracy
-    design           lesson 6: interaction effects, a fractional design that keeps main effects clear
-    modules          lesson 9: an MLP of the course's layers, an RMSNorm module
+    training         lessons 3, 4 and 10: an SGD step by hand, one optimizer step, an accuracy
+    design           lesson 7: interaction effects, a fractional design that keeps main effects clear
+    modules          lesson 10: an MLP of the course's layers, an RMSNorm module
     backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
-    modern           lesson 8: a Function in today's style, vmap over parameters
-    distributed      combining shards' gradients, each process's share of a batch (lesson 10)
-    thought          bug hunts and derivations: an in-place Function, a layer used twice, RMSNorm's
-                     backward, a parameter a module must register (lessons 8, 9 and 10)
-    triton           lesson 11: a reduction kernel, an off-by-one mask, tile sizes
+    modern           lesson 9: a Function in today's style, vmap over parameters
+    distributed      combining shards' gradients, each process's share of a batch (lesson 11)
+    thought          bug hunts and derivations: an initial scale, layers a module must register
+                     (lesson 5), an in-place Function, a layer used twice, RMSNorm's backward, a
+                     parameter a module must register (lessons 9, 10 and 11)
+    triton           lesson 12: a reduction kernel, an off-by-one mask, tile sizes
     assignments      the checks of the graded nbgrader assignments
     student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
-    student_loss     lesson 4's "Your turn" cells: cross-entropy atom by atom, a scalar engine
+    student_loss     lessons 4-5's "Your turn" cells: cross-entropy atom by atom, an MLP's
+                     backward, a scalar engine
     derivations      lessons 1-3: a standardisation folded into a layer, a jvp, weight decay
 """
 
@@ -53,6 +55,8 @@ from .student import check_backward_and_step, check_forward, check_linear_functi
 from .student_loss import check_cross_entropy_atoms, check_mlp_backward, check_scalar_engine
 from .thought import (
     check_in_place_function,
+    check_init_std,
+    check_module_list,
     check_registered_parameters,
     check_rms_norm_backward,
     check_shared_layer_grads,
@@ -80,7 +84,7 @@ __all__ = [
     "check_modern_function", "check_ensemble",
     "check_mlp", "check_rms_norm",
     "check_combine_gradients", "check_shard_bounds",
-    "check_in_place_function", "check_shared_layer_grads", "check_registered_parameters",
+    "check_in_place_function", "check_init_std", "check_module_list", "check_shared_layer_grads", "check_registered_parameters",
     "check_rms_norm_backward",
     "check_grad_bias_kernel", "check_row_mask_kernel", "check_tile_choice",
     # the lessons' "Your turn" cells, in reading order

@@ -1,4 +1,4 @@
-"""Checks for the exercises of lesson 10 (training on several processes)."""
+"""Checks for the exercises of lesson 11 (training on several processes)."""
 
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Checks for lesson 8's exercises: a Function in today's style, and vmap over parameters."""
+"""Checks for lesson 9's exercises: a Function in today's style, and vmap over parameters."""
 
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Checks of a student's ``nn.Module`` (lesson 9): an MLP built from the course's layers, and an
+"""Checks of a student's ``nn.Module`` (lesson 10): an MLP built from the course's layers, and an
 RMS normalisation with a learned gain."""
 
 import torch

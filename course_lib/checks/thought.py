@@ -1,4 +1,4 @@
-"""Checks for the exercises that need a derivation or a bug hunt (lessons 8, 9 and 10).
+"""Checks for the exercises that need a derivation or a bug hunt (lessons 5, 9, 10 and 11).
 
 Each check compares the student's answer with autograd on fresh float64 inputs and says, in
 words, which part is wrong. None of them names the bug an exercise hides: they report what the
@@ -7,7 +7,7 @@ answer does, not what the lesson's buggy code did.
 
 import torch
 
-from .report import Report, compare, raised, random_float64
+from .report import Report, as_number, compare, raised, random_float64
 
 
 def check_in_place_function(fn, seed: int = 0) -> Report:
@@ -133,4 +133,101 @@ def check_rms_norm_backward(fn, seed: int = 0, eps: float = 1e-6) -> Report:
             and got_dx.shape == dx.shape and torch.allclose(got_dx.double(), G * g / r):
         report.lines[-1].detail += ": that treats r as a constant, but r depends on every x of its row"
     compare("dg", got_dg, dg, report, hint="g multiplies every row: its gradient sums over the batch")
+    return report
+
+
+def check_init_std(fn, seed: int = 0) -> Report:
+    """Check ``fn(n_in, negative_slope) -> std``: the standard deviation of zero-mean normal
+    weights that keeps the activations' root mean square steady through ``Linear(n_in, ...)``
+    followed by ``LeakyReLU(negative_slope)`` (a slope of 0 is a ReLU).
+
+    The answer is ``sqrt(2 / ((1 + a^2) n_in))``: a layer multiplies the second moment by
+    ``n_in Var(w)``, and LeakyReLU keeps ``(1 + a^2) / 2`` of it. A last line runs a 20-layer
+    stack of width 256 initialised with the answer for a slope of 0.2 and reports how the RMS
+    changed between its first and its last layer.
+    """
+    import math
+
+    report = Report("check_init_std")
+    for n_in, a in ((256, 0.0), (784, 0.0), (128, 0.2), (64, 0.5), (100, 1.0)):
+        name = f"n_in={n_in}, slope {a:g}"
+        right = math.sqrt(2 / ((1 + a * a) * n_in))
+        try:
+            got = float(as_number(fn(n_in, a)))  # a number or a one-element tensor
+        except Exception as e:
+            raised(report, name, e)
+            continue
+        if math.isclose(got, right, rel_tol=1e-6):
+            report.add(name, True, f"std {got:.6g}")
+            continue
+        hint = "a layer multiplies the second moment by n_in Var(w); what fraction of it does the activation keep?"
+        if math.isclose(got, right * right, rel_tol=1e-6):
+            hint = "that is the variance: return the standard deviation"
+        elif math.isclose(got, math.sqrt(1 / n_in), rel_tol=1e-6):
+            hint = ("that keeps the second moment of the layer's output, but the activation then keeps "
+                    "only part of it")
+        elif a > 0 and math.isclose(got, math.sqrt(2 / n_in), rel_tol=1e-6):
+            hint = "that is ReLU's answer: LeakyReLU's negative side keeps a^2 of its half of the second moment"
+        report.add(name, False, f"std {got:.6g}, expected {right:.6g}: {hint}")
+    if not report.passed:
+        return report
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(512, 256, generator=g, dtype=torch.float64)
+    rms, std = [], float(fn(256, 0.2))
+    for _ in range(20):
+        w = torch.randn(256, 256, generator=g, dtype=torch.float64) * std
+        h = torch.nn.functional.leaky_relu(h @ w, 0.2)
+        rms.append(h.pow(2).mean().sqrt().item())
+    ratio = rms[-1] / rms[0]
+    report.add("20 layers, slope 0.2", 0.8 < ratio < 1.25,
+               f"RMS after layer 20 / after layer 1: {ratio:.2f} (1 would be perfectly steady)")
+    return report
+
+
+def check_module_list(cls, seed: int = 0) -> Report:
+    """Check ``cls(sizes)``: Linear layers of widths ``sizes`` (input first) with a ReLU between
+    each pair, every layer's parameters registered, so that an optimizer, ``state_dict`` and
+    ``.double()`` reach all of them."""
+    from torch import nn
+
+    from course_lib.layers import Linear
+
+    report = Report("check_module_list")
+    sizes = [6, 5, 4, 3]
+    expected = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    torch.manual_seed(seed)
+    x = torch.randn(7, sizes[0])
+    try:
+        model = cls(list(sizes))
+        y = model(x)
+    except Exception as e:
+        return raised(report, "build and run", e)
+    found = sum(p.numel() for p in model.parameters())
+    report.add("parameters", found == expected,
+               f"model.parameters() holds {found} numbers, the layers of widths {sizes} have {expected}: "
+               "an optimizer updates only what parameters() holds")
+    layers = [m for m in model.modules() if isinstance(m, (Linear, nn.Linear))]
+    if len(layers) == len(sizes) - 1:
+        h = x
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            h = h.relu() if i < len(layers) - 1 else h
+        compare("forward", y, h, report, hint="each layer in turn, a ReLU between each pair and none after the last")
+    else:
+        report.add("forward", False, f"the model's modules() reach {len(layers)} of its {len(sizes) - 1} layers")
+    try:
+        torch.manual_seed(seed + 1)
+        fresh = cls(list(sizes))
+        fresh.load_state_dict(model.state_dict())
+        same = torch.equal(fresh(x), model(x))
+        report.add("state_dict", same, "a fresh model loaded from state_dict() gives the same output" if same else
+                   f"a fresh model loaded from state_dict() gives a different output: it saved only "
+                   f"{', '.join(model.state_dict()) or 'nothing'}")
+    except Exception as e:
+        raised(report, "state_dict", e)
+    try:
+        out = model.double()(x.double())
+        report.add(".double()", out.dtype == torch.float64, f"output {out.dtype}")
+    except Exception as e:
+        raised(report, ".double()", e)
     return report

@@ -1,5 +1,5 @@
 """Checks of training: one SGD step taken by hand (lessons 3 and 4), the ``zero_grad``, forward,
-loss, ``backward``, ``step`` of an optimizer (lesson 9), and the accuracy a run reaches."""
+loss, ``backward``, ``step`` of an optimizer (lesson 10), and the accuracy a run reaches."""
 
 import copy
 import math

@@ -1,4 +1,4 @@
-"""Checks for the exercises of lesson 11 (the Linear layer as Triton kernels).
+"""Checks for the exercises of lesson 12 (the Linear layer as Triton kernels).
 
 The kernels run on a CUDA GPU, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``,
 see ``course_lib.triton_linear``). A kernel answer may be a plain function (it is decorated with
