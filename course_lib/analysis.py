@@ -26,7 +26,7 @@ from .runlog import EpochRecord, read_run_log
 
 # The config fields a sweep varies, in the order the plots show them, and the columns derived from
 # them that a reader may add (lr_scale: a learning rate as a multiple of its optimiser's default,
-# which lesson 7 adds to the runs it reads).
+# which lesson 8 adds to the runs it reads).
 DERIVED = ("lr_scale",)
 HYPERPARAMETERS = ("lr", *DERIVED, "num_units", "batch_size", "optimizer", "init", "momentum", "weight_decay",
                    "schedule", "shift", "epochs", "max_batches", "seed", "resolved_dataset")

@@ -1,8 +1,8 @@
 """Backpropagation by hand, with no autograd involved.
 
-    ManualLinear           the Linear layer with a hand-called backward (lesson 3)
+    ManualLinear           the Linear layer with a hand-called backward (lesson 4)
     cross_entropy          softmax cross-entropy, forward (log-sum-exp) and
-    cross_entropy_backward   backward ``(softmax - onehot) / B`` (lesson 4)
+    cross_entropy_backward   backward ``(softmax - onehot) / B`` (lesson 5)
     ManualMLP, train_step  the course's 784-128-64-10 network: forward, backward, step, zero_grad
 
 Autograd records every operation and later calls each ``backward`` in reverse order. This class

@@ -1,6 +1,6 @@
 """Hyperparameter sweeps: which settings to train (a full grid, or a balanced fraction of it).
 
-``python -m course_lib sweep`` and lesson 07 train every point ``sweep_points`` returns with
+``python -m course_lib sweep`` and lesson 08 train every point ``sweep_points`` returns with
 ``course_lib.train.fit``; each run is one line of the run log.
 """
 
@@ -10,7 +10,7 @@ import math
 
 from .config import TrainConfig
 
-# The command line's default grid, {TrainConfig field: values} (lesson 7 sweeps a grid like it).
+# The command line's default grid, {TrainConfig field: values} (lesson 8 sweeps a grid like it).
 # Two values each, so that --fraction can run a balanced quarter of it (8 of 32 combinations).
 SWEEP_GRID = {"lr": [0.003, 0.03], "num_units": [32, 128], "batch_size": [64, 256],
               "optimizer": ["sgd", "adam"], "init": ["default", "randn"]}

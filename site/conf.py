@@ -32,7 +32,7 @@ myst_heading_anchors = 3
 # build.py says whether the lessons run now, in full mode ("force"), or keep their committed
 # fast-mode outputs ("off", the quick preview).
 nb_execution_mode = os.environ.get("COURSE_SITE_EXECUTE", "off")
-nb_execution_timeout = 1800  # one cell; the longest (lesson 07's sweep) takes a few minutes
+nb_execution_timeout = 1800  # one cell; the longest (lesson 08's sweep) takes a few minutes
 nb_execution_raise_on_error = True  # a failing lesson fails the build (no published traceback)
 nb_execution_show_tb = True
 nb_merge_streams = True
@@ -91,7 +91,7 @@ mathjax_path = "mathjax/tex-chtml-full.js"  # in _static/ (its fonts beside it):
 
 
 # --- Pages a lesson writes (HiPlot) ------------------------------------------------------------
-# A lesson that writes a standalone page prints where ("one line per run: ../runs/lesson07/
+# A lesson that writes a standalone page prints where ("one line per run: ../runs/lesson08/
 # runs.html"). Such pages are copied next to the lesson's page and linked at its top, so the site
 # shows the interactive view a student opens after the run.
 PRINTED_PAGE = re.compile(r"(?<![\w/.])((?:\.\./|\./)?[\w./-]+\.html)\b")

@@ -106,3 +106,45 @@ def test_a_value_that_depends_on_the_setup_fails_and_a_bound_passes(tmp_path, ca
     per_setup = dict(line.split(None, 1) for line in out.split("per setup:\n")[1].split("\n\n")[0].splitlines())
     assert per_setup["default-1"].endswith(" ok")  # the setup the saved output came from
     assert "DIFFERS: threads.ipynb cells [0]" in per_setup["default-2"]
+
+
+SETUP_FAILURE = """cls = <class '_pytest.runner.CallInfo'>
+      when = 'setup'
+E   RuntimeError: Kernel died before replying to kernel_info"""
+
+
+def test_a_run_whose_kernel_did_not_start_is_run_again_not_reported_as_round_off(monkeypatch):
+    tool = load_tool()
+    setup, notebook = tool.SETUPS[0], Path("notebooks/x.ipynb")
+    calls = []
+
+    def once(run, timeout):
+        calls.append(run)
+        if len(calls) == 1:
+            run.differed = {0: SETUP_FAILURE, 1: SETUP_FAILURE}
+        else:
+            run.cells = 2
+        return run
+
+    monkeypatch.setattr(tool, "check_once", once)
+    run = tool.check(tool.Run(setup, notebook), timeout=10)
+    assert len(calls) == 2 and run.differed == {} and run.error == "" and run.cells == 2
+
+
+def test_a_kernel_that_never_starts_is_an_error_with_its_cause(monkeypatch):
+    tool = load_tool()
+
+    def once(run, timeout):
+        run.differed = {0: SETUP_FAILURE}
+        return run
+
+    monkeypatch.setattr(tool, "check_once", once)
+    run = tool.check(tool.Run(tool.SETUPS[0], Path("notebooks/x.ipynb")), timeout=10)
+    assert run.differed == {} and "Kernel died before replying to kernel_info" in run.error
+
+
+def test_an_output_that_differs_is_not_taken_for_a_kernel_that_did_not_start():
+    tool = load_tool()
+    run = tool.Run(tool.SETUPS[0], Path("notebooks/x.ipynb"), differed={
+        0: SETUP_FAILURE, 3: "Notebook cell execution failed\nE   AssertionError: 0.5 != 0.6"})
+    assert tool.kernel_did_not_start(run) == ""

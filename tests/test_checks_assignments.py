@@ -305,7 +305,7 @@ def honest_step(params, grads, lr):
 
 
 def test_sgd_step_passes_a_correct_step_and_one_that_zeroes_the_gradients_after():
-    def then_zeroes(params, grads, lr):  # lesson 3's habit
+    def then_zeroes(params, grads, lr):  # lesson 4's habit
         honest_step(params, grads, lr)
         for name in params:
             grads[name].zero_()

@@ -1,4 +1,4 @@
-"""Tests of course_lib/checks/design.py: lesson 7's interaction effect and fractional design."""
+"""Tests of course_lib/checks/design.py: lesson 8's interaction effect and fractional design."""
 
 import itertools
 

@@ -1,5 +1,5 @@
 """Tests of course_lib/checks/student.py, student_loss.py and derivations.py: the checks of the
-"Your turn" cells and of the derivation exercises of lessons 1-4.
+"Your turn" cells and of the derivation exercises of lessons 1, 2, 4 and 5.
 
 Each check must pass a right answer, report NOT ATTEMPTED for a stub, and fail a wrong answer with
 words that name the mistake. (tests/test_student_cells.py runs the same checks on the lessons'

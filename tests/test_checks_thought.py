@@ -152,7 +152,7 @@ def test_rms_norm_backward_without_the_batch_sum_fails_dg():
     assert report.failed_names() == ["dg"]
 
 
-# Lesson 5, exercise 1: the initial scale for Linear + LeakyReLU(a).
+# Lesson 6, exercise 1: the initial scale for Linear + LeakyReLU(a).
 def right_std(n_in, a):
     return (2 / ((1 + a * a) * n_in)) ** 0.5
 
@@ -179,7 +179,7 @@ def test_init_std_returned_as_a_tensor_is_accepted():
     assert check_init_std(lambda n, a: torch.tensor(right_std(n, a))).passed
 
 
-# Lesson 5, exercise 2: layers kept in a Python list are invisible to the module.
+# Lesson 6, exercise 2: layers kept in a Python list are invisible to the module.
 class RightStack(nn.Module):
     def __init__(self, sizes):
         super().__init__()

@@ -75,7 +75,7 @@ print(f"device: {device}  (CUDA when a GPU is available, otherwise the CPU)")'''
 
 def notebook(*cells):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Lesson 4 · Title")] + list(cells)
+    nb.cells = [nbformat.v4.new_markdown_cell("# Lesson 5 · Title")] + list(cells)
     return nb
 
 

@@ -36,7 +36,7 @@ def test_neural_net_flattens_images():
 
 
 def test_neural_net_prints_its_layers_in_order():
-    """Lessons 1 and 6 print the model: the layers in the order they were created."""
+    """Lessons 1 and 7 print the model: the layers in the order they were created."""
     assert [name for name, _ in NeuralNet(16).named_children()] == ["fc1", "fc2", "fc3", "activation"]
     assert isinstance(NeuralNet(16).activation, nn.ReLU)
 

@@ -132,11 +132,11 @@ def test_repository_links_and_launch_buttons_only_with_a_configured_repository()
 
 
 def test_each_lesson_page_says_how_to_get_and_run_its_notebook():
-    note = site_conf.run_it_yourself("06_mnist_training", "")
-    assert 'href="06_mnist_training.ipynb" download' in note
-    assert "make lab" in note and "notebooks/06_mnist_training.ipynb" in note
+    note = site_conf.run_it_yourself("07_mnist_training", "")
+    assert 'href="07_mnist_training.ipynb" download' in note
+    assert "make lab" in note and "notebooks/07_mnist_training.ipynb" in note
     assert "http" not in note  # no repository configured: no address made up
-    linked = site_conf.run_it_yourself("06_mnist_training", "https://github.com/someone/course")
+    linked = site_conf.run_it_yourself("07_mnist_training", "https://github.com/someone/course")
     assert '<a href="https://github.com/someone/course">' in linked
 
 
@@ -239,11 +239,11 @@ def test_every_lesson_has_a_page_listed_in_reading_order():
 
 @built
 def test_lesson_pages_show_a_full_run_not_the_fast_mode_placeholders():
-    mnist = next(SITE_OUT.glob("notebooks/06_*.html")).read_text(encoding="utf-8")
+    mnist = next(SITE_OUT.glob("notebooks/07_*.html")).read_text(encoding="utf-8")
     assert "fast mode: False" in mnist and "fast mode: True" not in mnist
     accuracy = [float(x) for x in re.findall(r"test accuracy (\d+\.\d+)%", mnist)]
     assert accuracy and min(accuracy) > 90, accuracy  # a model that learned
-    hiplot = next(SITE_OUT.glob("notebooks/07_*.html")).read_text(encoding="utf-8")
+    hiplot = next(SITE_OUT.glob("notebooks/08_*.html")).read_text(encoding="utf-8")
     assert "fast mode: False" in hiplot
 
 
@@ -454,15 +454,15 @@ def test_every_page_loads_offline_with_its_math_typeset_and_its_images(browser, 
 @built
 @pytest.mark.browser
 @pytest.mark.slow
-def test_lesson_07_links_its_hiplot_pages_and_they_draw_one_line_per_run(browser, server):
+def test_lesson_08_links_its_hiplot_pages_and_they_draw_one_line_per_run(browser, server):
     import test_browser
 
     from course_lib import analysis
 
-    lesson = next(SITE_OUT.glob("notebooks/07_*.html"))
+    lesson = next(SITE_OUT.glob("notebooks/08_*.html"))
     pages = [(lesson.parent / link).resolve() for link in parsed(lesson).links
              if f"/{site_conf.PAGES_DIR}/" in link]
-    assert {p.name for p in pages} >= {"runs.html"}, "lesson 07 links no HiPlot page of its runs"
+    assert {p.name for p in pages} >= {"runs.html"}, "lesson 08 links no HiPlot page of its runs"
     runs = analysis.load_runs(pages[0].parent)
     expected = {"runs.html": len(runs), "epochs.html": len(analysis.epochs_frame(runs))}
     assert len(runs) >= 8

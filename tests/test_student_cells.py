@@ -1,4 +1,4 @@
-"""The "Your turn" cells of lessons 1-5 (issue 21), run from the notebooks themselves.
+"""The "Your turn" cells of lessons 1, 2 and 4-6 (issue 21), run from the notebooks themselves.
 
 Each lesson's collapsed solution cell (tag ``solution``) is executed after the lesson's imports: its
 own asserts make every check pass. Each "Your turn" cell, untouched, reports NOT ATTEMPTED (also in
@@ -18,8 +18,8 @@ import pytest
 from course_lib import checks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-L1, L2, L3, L4, L5 = ("01_forward_pass", "02_backward_derivations", "03_manual_three_layer_step",
-                      "04_backprop_all_the_way", "05_autograd_and_modules")
+L1, L2, L3, L4, L5 = ("01_forward_pass", "02_backward_derivations", "04_manual_three_layer_step",
+                      "05_backprop_all_the_way", "06_autograd_and_modules")
 
 # (lesson, the student's cell, its check, the name the student defines, the solution's name)
 YOUR_TURN = [

@@ -2,7 +2,7 @@
 
     python tools/check_portable.py                    # every lesson, under every setup this CPU has
     python tools/check_portable.py --list             # the setups (and whether this CPU has each)
-    python tools/check_portable.py -c default-1 -c avx2-2 notebooks/04_backprop_all_the_way.ipynb
+    python tools/check_portable.py -c default-1 -c avx2-2 notebooks/05_backprop_all_the_way.ipynb
     python tools/check_portable.py --assignments      # the assignments' sources too
 
 Round-off depends on the CPU: ATen's kernels sum in a different order for each vector width
@@ -151,8 +151,33 @@ def nbval_command(notebook: Path, report: Path) -> list:
             f"--junitxml={report}", str(notebook)]
 
 
+def kernel_did_not_start(run: Run) -> str:
+    """The error, when every cell of ``run`` failed in nbval's setup phase (its kernel did not
+    start: a port taken by a kernel starting beside it, a slow start on a loaded machine), not in
+    its output; ``""`` otherwise."""
+    if not run.differed or not all("when = 'setup'" in m for m in run.differed.values()):
+        return ""
+    message = next(iter(run.differed.values()))
+    errors = [line.strip() for line in message.splitlines() if re.match(r"^\s*E\s+\w+(Error|Exception)\b", line)]
+    return errors[-1].lstrip("E ").strip() if errors else "nbval's setup failed"
+
+
 def check(run: Run, timeout: int) -> Run:
-    """Run nbval on ``run.notebook`` under ``run.setup``; fill in what differed."""
+    """Run nbval on ``run.notebook`` under ``run.setup``; fill in what differed. A run whose
+    kernel did not start is run once more: that says nothing about the notebook's outputs."""
+    run = check_once(run, timeout)
+    why = kernel_did_not_start(run)
+    if why:
+        print(f"  {run.setup.name:<15} {run.notebook.name}: its kernel did not start ({why[:200]}); "
+              "running it again", flush=True)
+        run = check_once(Run(run.setup, run.notebook), timeout)
+        if (again := kernel_did_not_start(run)):
+            run.error, run.differed = f"its kernel did not start, twice ({again[:300]})", {}
+    return run
+
+
+def check_once(run: Run, timeout: int) -> Run:
+    """One nbval run of ``run.notebook`` under ``run.setup``."""
     with tempfile.TemporaryDirectory(prefix="check_portable_") as tmp:
         report = Path(tmp) / "report.xml"
         start = time.perf_counter()
@@ -294,7 +319,7 @@ def main(argv=None) -> int:
           f"({', '.join(s.name for s in setups)}), {args.jobs} at a time", flush=True)
     start = time.perf_counter()
     # Longest notebooks first would balance better, but their order is unknown: keep it simple.
-    # One run of a notebook at a time: a lesson writes its own files (lesson 7: runs/lesson07/),
+    # One run of a notebook at a time: a lesson writes its own files (lesson 8: runs/lesson08/),
     # which a second run of it under another setup would overwrite midway.
     busy = {nb: threading.Lock() for nb in notebooks}
 

@@ -2,7 +2,7 @@
 
     python tools/lesson_layout.py            # tag and collapse the solution cells of every lesson
     python tools/lesson_layout.py --check    # list the solution cells that are not collapsed
-    python tools/lesson_layout.py notebooks/06_mnist_training.ipynb   # some lessons only
+    python tools/lesson_layout.py notebooks/07_mnist_training.ipynb   # some lessons only
 
 A solution cell is a code cell tagged ``solution``, or a code cell under a "Check your answers"
 heading that defines a ``solution_*`` function or a ``Solution*`` class (this tool then tags it).

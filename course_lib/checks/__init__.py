@@ -19,22 +19,22 @@ The checks live in these modules, all importable from here:
     function         any autograd Function against a reference op, and against finite differences
     exercise_runner  ``exercise``: runs an exercise's check, NOT ATTEMPTED while the answer is a stub
     forward          lesson 1: a network's parameter count, a scale and shift folded into a layer
-    backward         lessons 2 and 3: a backward written by hand against autograd
-    training         lessons 3, 4 and 10: an SGD step by hand, one optimizer step, an accuracy
-    design           lesson 7: interaction effects, a fractional design that keeps main effects clear
+    backward         lessons 2 and 4: a backward written by hand against autograd
+    training         lessons 4, 5 and 10: an SGD step by hand, one optimizer step, an accuracy
+    design           lesson 8: interaction effects, a fractional design that keeps main effects clear
     modules          lesson 10: an MLP of the course's layers, an RMSNorm module
-    backprop         cross-entropy and MLP gradients, a whole manual step (lesson 4, assignment 5)
+    backprop         cross-entropy and MLP gradients, a whole manual step (lesson 5, assignment 5)
     modern           lesson 9: a Function in today's style, vmap over parameters
     distributed      combining shards' gradients, each process's share of a batch (lesson 11)
     thought          bug hunts and derivations: an initial scale, layers a module must register
-                     (lesson 5), an in-place Function, a layer used twice, RMSNorm's backward, a
+                     (lesson 6), an in-place Function, a layer used twice, RMSNorm's backward, a
                      parameter a module must register (lessons 9, 10 and 11)
     triton           lesson 12: a reduction kernel, an off-by-one mask, tile sizes
     assignments      the checks of the graded nbgrader assignments
-    student          lessons 1-3's "Your turn" cells: forward, three gradients, a Function, a step
-    student_loss     lessons 4-5's "Your turn" cells: cross-entropy atom by atom, an MLP's
+    student          lessons 1, 2 and 4's "Your turn" cells: forward, three gradients, a Function, a step
+    student_loss     lessons 5-6's "Your turn" cells: cross-entropy atom by atom, an MLP's
                      backward, a scalar engine
-    derivations      lessons 1-3: a standardisation folded into a layer, a jvp, weight decay
+    derivations      lessons 1, 2 and 4: a standardisation folded into a layer, a jvp, weight decay
 """
 
 from .assignments import check_evaluate_accuracy, check_gradients, check_linear_random, check_train_epoch

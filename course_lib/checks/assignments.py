@@ -1,4 +1,4 @@
-"""Checks for the graded assignments in ``assignments/source/`` (and lesson 6's exercises).
+"""Checks for the graded assignments in ``assignments/source/`` (and lesson 7's exercises).
 
 Hidden tests draw new shapes and values from a seed (so hard-coded answers fail), and a network's
 gradients are checked by name. The grader owns every input it judges: a check hands the

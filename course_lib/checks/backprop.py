@@ -1,4 +1,4 @@
-"""Checks for lesson 4 and assignment 5: backpropagation through softmax cross-entropy and the MLP.
+"""Checks for lesson 5 and assignment 5: backpropagation through softmax cross-entropy and the MLP.
 
 Every check names each tensor it compares (shape, largest error and where) and says what a wrong
 one looks like. A student's function that still raises ``NotImplementedError`` is reported as

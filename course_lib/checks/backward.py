@@ -1,4 +1,4 @@
-"""Checks of a backward written by hand, against autograd (lessons 2 and 3).
+"""Checks of a backward written by hand, against autograd (lessons 2 and 4).
 
 One operation's backward (``check_backward``), the Linear layer's in ``nn.Linear``'s layout, and
 a two-layer ReLU network's gradients. A wrong gradient that is off by a constant factor (the sign,

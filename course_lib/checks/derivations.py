@@ -1,9 +1,9 @@
-"""Checks of exercises in lessons 1-3 that need a derivation the lesson does not print.
+"""Checks of exercises in lessons 1, 2 and 4 that need a derivation the lesson does not print.
 
     check_fold_standardization  lesson 1: an input standardisation ``(x - mu) / s`` folded into
                                 the layer after it
     check_linear_jvp            lesson 2: the forward-mode derivative (jvp) of ``x W + b``
-    check_weight_decay_step     lesson 3: an SGD step on ``L + (lambda / 2) * sum ||W||^2``,
+    check_weight_decay_step     lesson 4: an SGD step on ``L + (lambda / 2) * sum ||W||^2``,
                                 the weights decayed and the biases not
 """
 

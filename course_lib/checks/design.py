@@ -1,4 +1,4 @@
-"""Checks of experiment design for lesson 7: a two-way interaction effect read off a run log, and
+"""Checks of experiment design for lesson 8: a two-way interaction effect read off a run log, and
 a fraction of a two-level grid that leaves every main effect clear."""
 
 import itertools

@@ -1,4 +1,4 @@
-"""Checks of the cells a student writes in the main flow of lessons 1-3 ("Your turn").
+"""Checks of the cells a student writes in the main flow of lessons 1, 2 and 4 ("Your turn").
 
 Each check runs the student's code on float64 cases against autograd, reports every tensor on its
 own line (shape, largest error, where) and names the usual mistake when it sees one: a transpose,
@@ -8,7 +8,7 @@ A cell still raising ``NotImplementedError`` is reported as NOT ATTEMPTED, never
     check_forward            lesson 1: ``fn(x, w, b) -> x w + b``, the bias optional
     check_linear_gradients   lesson 2: ``fn(G, X, W) -> (dL/dX, dL/dW, dL/db)``
     check_linear_function    lesson 2: a Linear autograd Function, its skipped gradients included
-    check_backward_and_step  lesson 3: three ManualLinear backwards in reverse order, then SGD
+    check_backward_and_step  lesson 4: three ManualLinear backwards in reverse order, then SGD
 """
 
 import torch
@@ -169,7 +169,7 @@ def check_linear_function(cls, seed: int = 0) -> Report:
 
 
 # ---------------------------------------------------------------------------------------------
-# Lesson 3: the backward pass of three ManualLinear layers, and the SGD step
+# Lesson 4: the backward pass of three ManualLinear layers, and the SGD step
 # ---------------------------------------------------------------------------------------------
 
 def _three_layer_case(seed: int):

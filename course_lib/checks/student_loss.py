@@ -1,4 +1,4 @@
-"""Checks of the cells a student writes in lesson 4 ("Your turn"): the softmax cross-entropy
+"""Checks of the cells a student writes in lesson 5 ("Your turn"): the softmax cross-entropy
 backward atom by atom, and a scalar autograd engine of their own.
 
     check_cross_entropy_atoms  each local gradient (mean, pick, log, softmax, log-sum-exp) against
@@ -181,7 +181,7 @@ def check_scalar_engine(cls) -> Report:
 
 
 # ---------------------------------------------------------------------------------------------
-# Your turn (lesson 4, section 4): the whole backward pass of the MNIST network
+# Your turn (lesson 5, section 4): the whole backward pass of the MNIST network
 # ---------------------------------------------------------------------------------------------
 
 

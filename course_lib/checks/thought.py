@@ -1,4 +1,4 @@
-"""Checks for the exercises that need a derivation or a bug hunt (lessons 5, 9, 10 and 11).
+"""Checks for the exercises that need a derivation or a bug hunt (lessons 6, 9, 10 and 11).
 
 Each check compares the student's answer with autograd on fresh float64 inputs and says, in
 words, which part is wrong. None of them names the bug an exercise hides: they report what the

@@ -1,4 +1,4 @@
-"""Checks of training: one SGD step taken by hand (lessons 3 and 4), the ``zero_grad``, forward,
+"""Checks of training: one SGD step taken by hand (lessons 4 and 5), the ``zero_grad``, forward,
 loss, ``backward``, ``step`` of an optimizer (lesson 10), and the accuracy a run reaches."""
 
 import copy
