@@ -1,7 +1,7 @@
 """The student's objects as the grader's test code sees them: proxies that call into the sandbox.
 
-A call sends its arguments to the sandbox and brings back plain values (loaded there with
-``torch.load(weights_only=True)``), mirroring in-place changes to tensors, dicts and modules that
+A call sends its arguments to the sandbox and brings back plain values (loaded here with
+``harness.loads_plain``: no class or function can come back), mirroring in-place changes to tensors, dicts and modules that
 were passed in; a Function's forward and backward run there through a stand-in ``ctx``.
 """
 
