@@ -2,7 +2,7 @@
 
 Notation of the lessons: ``X (B, n_in)``, ``W (n_in, n_out)``, ``b (n_out,)``, ``Y = X W + b``,
 ``G = dL/dY``. One tiled matrix-multiplication kernel, ``matmul_kernel``, computes all three
-products (each operand is read through its strides, so a transpose is free):
+products (each operand is read through its strides, so a transpose is free)::
 
     forward      Y          = X   W   + b   (then ReLU when ``relu=True``)   (B, n_in) @ (n_in, n_out)
     backward     grad_input = G   W^T                                       (B, n_out) @ (n_out, n_in)

@@ -594,3 +594,18 @@ def test_every_figure_has_a_meaningful_alt_text():
             if len(text) < 8 or re.search(r"\.(png|svg|jpe?g)\b|_images/", text):
                 bad.append(f"{path.relative_to(SITE_OUT)}: {tag[:160]}")
     assert not bad, "images without a meaningful alt text:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", public_modules())
+def test_every_module_docstring_is_valid_restructuredtext(name):
+    """The API page renders each module's docstring: an indented table without ``::`` came out
+    as a broken block quote (and a docutils error in the build log)."""
+    import io
+
+    import docutils.core
+
+    doc = importlib.import_module(name).__doc__ or ""
+    errors = io.StringIO()
+    docutils.core.publish_doctree(inspect.cleandoc(doc), settings_overrides={
+        "warning_stream": errors, "report_level": 2, "halt_level": 5})
+    assert errors.getvalue() == "", f"{name}'s docstring: {errors.getvalue()}"

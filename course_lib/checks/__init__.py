@@ -10,7 +10,8 @@ what a graded test cell wants.
     >>> report = check_linear_backward(my_backward)   # or backward(grad_out, x, w, b) -> 3 grads
     >>> print(report)
 
-The checks live in these modules, all importable from here:
+The checks live in these modules, all importable from here::
+
     report           Report and compare: the report every check returns, the helpers that fill it,
                      one convention each: raised (an exception), is_stub (an answer not written
                      yet), as_number (a returned number); lessons keep their own solutions

@@ -1,5 +1,7 @@
 """Checks of exercises in lessons 1, 2 and 4 that need a derivation the lesson does not print.
 
+The checks, by lesson::
+
     check_fold_standardization  lesson 1: an input standardisation ``(x - mu) / s`` folded into
                                 the layer after it
     check_linear_jvp            lesson 2: the forward-mode derivative (jvp) of ``x W + b``
