@@ -22,6 +22,7 @@ import builtins
 import collections
 import importlib
 import io
+import math
 import os
 import pickle
 import resource
@@ -75,9 +76,7 @@ def unpack(value, depth: int = 0):
         if dtype is None or type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape) \
                 or type(data) is not bytes or type(requires_grad) is not bool:
             raise ValueError("a malformed tensor")
-        numel = 1
-        for n in shape:
-            numel *= n
+        numel = math.prod(shape)
         if len(data) != numel * dtype.itemsize:
             raise ValueError(f"a tensor of shape {shape} and {len(data)} bytes")
         if numel == 0:
@@ -257,7 +256,7 @@ def to_wire(value, depth: int = 0):
     if depth > 20:
         return None
     if isinstance(value, torch.Tensor):  # a plain tensor; a new parameter keeps requires_grad
-        return value.detach().clone().requires_grad_(value.requires_grad and value.is_leaf)
+        return value.detach().requires_grad_(value.requires_grad and value.is_leaf)  # send copies it
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -267,7 +266,7 @@ def to_wire(value, depth: int = 0):
         return {k: to_wire(v, depth + 1) for k, v in value.items() if isinstance(k, (str, int))}
     if isinstance(value, torch.nn.Module):
         return {"__module__": f"{type(value).__module__}.{type(value).__qualname__}",
-                "state_dict": {k: v.detach().clone() for k, v in value.state_dict().items()}}
+                "state_dict": {k: v.detach() for k, v in value.state_dict().items()}}
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         try:
             return to_wire(value.item(), depth + 1)
@@ -282,11 +281,11 @@ def state_after(args) -> list:
     after = []
     for arg in args:
         if isinstance(arg, torch.Tensor):
-            after.append(arg.detach().clone())
+            after.append(arg.detach())
         elif isinstance(arg, dict):
             after.append({"entries": {k: to_wire(v) for k, v in arg.items() if isinstance(k, (str, int))}})
         elif isinstance(arg, torch.nn.Module):
-            after.append({"state_dict": {k: v.detach().clone() for k, v in arg.state_dict().items()}})
+            after.append({"state_dict": {k: v.detach() for k, v in arg.state_dict().items()}})
         else:
             after.append(None)
     return after
