@@ -19,9 +19,15 @@ With ``--old REV`` (a commit of this repository, e.g. 3469d90, before the Functi
 third table compares ours with it: on a machine whose speed is not the one a target was set on,
 "as fast as REV" is the comparison that does not depend on the machine.
 
+With ``--floor``, ``FloorLinear`` is timed in the same rounds too: the least a Python
+``autograd.Function`` can do for this layer (the same aten calls as ours, no checks, no autocast,
+everything saved). Its extra time over ``F.linear`` is what any Python Function pays on this
+machine (creating its context, the calls into Python for forward and backward); ours minus it is
+what our checks and features cost.
+
 Usage:
     python benchmarks/linear_vs_torch.py [--device cpu|cuda] [--rounds 25] [--quick] [--batches 64 512]
-                                         [--old 3469d90]
+                                         [--old 3469d90] [--floor]
 """
 
 import argparse
@@ -40,6 +46,24 @@ from course_lib.counting import count_calls
 
 SHAPES = [(784, 128), (128, 64), (64, 10)]
 BATCHES = [64, 512, 4096]
+
+
+class FloorLinear(torch.autograd.Function):
+    """The least a Python Function can do for ``X W + b`` with a column-major ``W``: a yardstick,
+    not a layer (no checks, no autocast, no bias-free case, both tensors always saved; only the
+    gradients autograd asks for are computed, as ours computes them)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return torch.addmm(b, x, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        needs_x, needs_w, needs_b = ctx.needs_input_grad  # only what is asked for, as ours
+        return (grad.mm(w.T) if needs_x else None, grad.T.mm(x).T if needs_w else None,
+                grad.sum(0) if needs_b else None)
 
 
 def layer_step(linear, x, w, b, grad):
@@ -63,8 +87,8 @@ def load_old_linear(rev):
     return module.Linear_Layer.apply
 
 
-def layer_table(device, rounds, min_seconds, batches, old=None):
-    rows, old_rows = [], []
+def layer_table(device, rounds, min_seconds, batches, old=None, floor=False):
+    rows, old_rows, floor_rows = [], [], []
     for batch in batches:
         for in_f, out_f in SHAPES:
             torch.manual_seed(0)
@@ -79,11 +103,15 @@ def layer_table(device, rounds, min_seconds, batches, old=None):
             }
             if old is not None:
                 contenders["old"] = layer_step(old, x, ours.weight, ours.bias, grad)
+            if floor:
+                contenders["floor"] = layer_step(FloorLinear.apply, x, ours.weight, ours.bias, grad)
             times = compare(contenders, device, rounds, min_seconds)
             rows.append((f"{in_f}->{out_f}", batch, times["ours"], times["torch"]))
             if old is not None:
                 old_rows.append((f"{in_f}->{out_f}", batch, times["ours"], times["old"]))
-    return rows, old_rows
+            if floor:
+                floor_rows.append((f"{in_f}->{out_f}", batch, times["floor"], times["torch"], times["ours"]))
+    return rows, old_rows, floor_rows
 
 
 def train_step(model, x, y):
@@ -137,6 +165,16 @@ def print_table(title, rows, other="torch"):
               f"{ours_best / theirs_best:.3f} | {(ours_med - theirs_med) * 1e6:+.1f} |")
 
 
+def print_floor_table(rows):
+    print("\nThe same rounds: the least Python autograd.Function (FloorLinear) against F.linear, and ours against it")
+    print("| case | batch | floor median (us) | torch median (us) | floor extra over torch (us) "
+          "| ours median (us) | ours extra over floor (us) |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for case, batch, (floor_med, _), (torch_med, _), (ours_med, _) in rows:
+        print(f"| {case} | {batch} | {floor_med * 1e6:.1f} | {torch_med * 1e6:.1f} | "
+              f"{(floor_med - torch_med) * 1e6:+.1f} | {ours_med * 1e6:.1f} | {(ours_med - floor_med) * 1e6:+.1f} |")
+
+
 def print_counts(device):
     """The counted cost of one 128->64 forward + backward at batch 64, and the budget."""
     torch.manual_seed(0)
@@ -168,6 +206,8 @@ def main():
                         help=f"batch sizes (default {' '.join(map(str, BATCHES))})")
     parser.add_argument("--old", metavar="REV",
                         help="also time Linear_Layer as it was at this commit (e.g. 3469d90)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time FloorLinear, the least a Python autograd.Function can do")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.min_seconds = 3, 0.02
@@ -179,10 +219,12 @@ def main():
           f"{args.rounds} interleaved rounds of {args.min_seconds} s each")
     print_counts(device)
     old = load_old_linear(args.old) if args.old else None
-    rows, old_rows = layer_table(device, args.rounds, args.min_seconds, args.batches, old)
+    rows, old_rows, floor_rows = layer_table(device, args.rounds, args.min_seconds, args.batches, old, args.floor)
     print_table("One layer, forward + backward per step", rows)
     if old is not None:
         print_table(f"The same rounds: ours against Linear_Layer at {args.old}", old_rows, args.old)
+    if args.floor:
+        print_floor_table(floor_rows)
     rows, old_rows = network_table(device, args.rounds, args.min_seconds, args.batches, old)
     print_table("Whole training step (forward, cross-entropy, backward, SGD with momentum)", rows)
     if old is not None:

@@ -36,8 +36,8 @@ _autocast_on = torch._C._is_any_autocast_enabled
 # BUDGET_OWN_CALLS functions of course_lib, and at most BUDGET_EXTRA_CALLS Python functions more
 # in all (PyTorch's own Python for an autograd.Function included).
 BUDGET_EXTRA_ATEN_OPS = 0
-BUDGET_OWN_CALLS = 4
-BUDGET_EXTRA_CALLS = 7
+BUDGET_OWN_CALLS = 3
+BUDGET_EXTRA_CALLS = 6
 
 # ----- 4. cheap validation --------------------------------------------------------------------
 
@@ -181,15 +181,35 @@ class _EagerLinear(torch.autograd.Function):
     """``FastLinear`` in the ``forward(ctx, ...)`` style: no signature binding (5.), no transforms.
 
     The common case (no autocast, a 2-D input) runs inline, one Python frame per pass: the same
-    checks and the same aten calls as ``FastLinear``'s helpers, without their calls (tests/test_fast.py
-    checks both give the same numbers bit for bit). Every other case (autocast, more leading
-    dimensions) goes through ``FastLinear``'s code.
+    aten calls as ``FastLinear``'s helpers, without their calls (tests/test_fast.py checks both
+    give the same numbers bit for bit). Its checks cost nothing when the arguments are right:
+    ``mm``/``addmm`` refuse mismatched shapes, dtypes and devices themselves, and only then do
+    ``check_linear_args``'s detailed checks run, to say what is wrong in the course's words; what
+    aten would accept but the layer must not (integer tensors, a bias that only broadcasts, a meta
+    tensor beside a real one) is checked first. Every other case (autocast, more leading dimensions) goes through
+    ``FastLinear``'s code.
     """
 
     @staticmethod
     def forward(ctx, input, weight, bias):
-        if _autocast_on() or not _linear_args_ok(input, weight, bias) or input.dim() != 2:
-            # autocast, more leading dimensions, or bad arguments (FastLinear's checks say what)
+        try:  # the common case; aten's own checks catch wrong shapes, dtypes and devices for free
+            if (_autocast_on() or input.dim() != 2 or not weight.is_floating_point()
+                    or input.is_meta or weight.is_meta  # meta kernels do not check devices
+                    or not (bias is None or (bias.dim() == 1 and bias.shape[0] == weight.shape[1]
+                                             and not bias.is_meta))):
+                output = None  # autocast, more leading dimensions, or an argument the checks name
+            elif bias is None:
+                output = input.mm(weight)  # (B, n_in) @ (n_in, n_out) -> (B, n_out)
+            else:
+                output = torch.addmm(bias, input, weight)  # 3. b + (B, n_in) @ (n_in, n_out)
+        except Exception as e:  # noqa: BLE001 (not tensors, or aten refused them)
+            refused = e
+        else:
+            refused = None
+        if refused is not None:  # say what is wrong (outside the except: no chained traceback)
+            check_args(input, weight, bias, "FastLinear")
+            raise refused  # the arguments are fine: aten's own error (out of memory, ...)
+        if output is None:
             output = FastLinear.forward(input, weight, bias)
             FastLinear.setup_context(ctx, (input, weight, bias), output)
             return output
@@ -197,9 +217,7 @@ class _EagerLinear(torch.autograd.Function):
         ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
         ctx.dtypes = None  # no autocast (1.)
         ctx.weight_column_major = weight.stride(0) == 1 and weight.stride(1) != 1  # 2.
-        if bias is None:
-            return input.mm(weight)  # (B, n_in) @ (n_in, n_out) -> (B, n_out)
-        return torch.addmm(bias, input, weight)  # 3. b + (B, n_in) @ (n_in, n_out)
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):

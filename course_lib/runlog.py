@@ -16,8 +16,6 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import pandas as pd
-
 from .files import NotWritable, atomic_write, save_checkpoint, writable_dir  # noqa: F401  (moved to course_lib.files; kept for older imports)
 from .paths import resolve_out_dir
 
@@ -172,5 +170,7 @@ def read_run_log(path_or_dir=None):
     if unknown:
         warnings.warn(f"{path}: left out {sorted(unknown)}, not fields of course_lib.runlog.RunRecord "
                       "(written by another version of course_lib?)", stacklevel=2)
+    import pandas as pd  # here, not at the top: importing pandas costs 0.3 s, and the checks import this module
+
     columns = RunRecord.columns()
     return pd.DataFrame([[r.get(c) for c in columns] for r in records], columns=columns)

@@ -133,12 +133,16 @@ def autograde(course: Path, grading: Grading = Grading()) -> tuple:
     if not released:
         raise AssignmentError(f"no assignment is in the gradebook {db_url}: run "
                               "`make assignments` (python -m grader release) before grading")
+    from nbgrader.api import Gradebook
+
     rows, jobs = class_jobs(course, students, released, grading)
-    for row, job, outcome in run_jobs(jobs, grading.jobs):
-        try:
-            record(course, db_url, row, job, outcome)
-        except Exception as e:  # noqa: BLE001 (one submission's problem, the others are recorded)
-            row.status = f"not graded: the grader could not record it ({type(e).__name__}: {first_line(e, 200)})"
+    with Gradebook(db_url) as gb:  # one connection for the class (opening one costs 30 ms)
+        for row, job, outcome in run_jobs(jobs, grading.jobs):
+            try:
+                record(course, gb, row, job, outcome)
+            except Exception as e:  # noqa: BLE001 (one submission's problem, the others are recorded)
+                gb.db.rollback()
+                row.status = f"not graded: the grader could not record it ({type(e).__name__}: {first_line(e, 200)})"
     return rows, jobs
 
 
@@ -168,10 +172,9 @@ def run_jobs(jobs: list, workers: int):
             yield row, job, outcome
 
 
-def record(course: Path, db_url: str, row: Row, job: Job, outcome: Outcome) -> None:
-    """Write one graded notebook to ``autograded/``, its scores to the gradebook and to ``row``."""
-    from nbgrader.api import Gradebook
-
+def record(course: Path, gb, row: Row, job: Job, outcome: Outcome) -> None:
+    """Write one graded notebook to ``autograded/``, its scores to the gradebook ``gb`` (an open
+    ``nbgrader.api.Gradebook``) and to ``row``."""
     from course_lib.runlog import atomic_write
 
     row.seconds += round(outcome.seconds, 1)
@@ -183,13 +186,13 @@ def record(course: Path, db_url: str, row: Row, job: Job, outcome: Outcome) -> N
         path = course / "autograded" / job.student / job.assignment / f"{job.notebook}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, nbformat.writes(outcome.feedback))
-    with Gradebook(db_url) as gb:
-        gb.update_or_create_student(job.student)
-        gb.update_or_create_submission(job.assignment, job.student)
-        for gid, score in outcome.scores.items():
-            gb.find_grade(gid, job.notebook, job.assignment, job.student).auto_score = score
-        gb.db.commit()
-        row.score = gb.find_submission(job.assignment, job.student).score
+    gb.update_or_create_student(job.student)
+    submission = gb.update_or_create_submission(job.assignment, job.student)
+    grades = {g.name: g for g in gb.find_submission_notebook(job.notebook, job.assignment, job.student).grades}
+    for gid, score in outcome.scores.items():
+        grades[gid].auto_score = score  # one query for the notebook's grades, not one per grade
+    gb.db.commit()
+    row.score = submission.score
     failed = [gid for gid, score in outcome.scores.items() if score < job.cells[gid]["points"]]
     row.failed_tests += failed
     row.tests += outcome.tests

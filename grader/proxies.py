@@ -42,12 +42,15 @@ def from_wire(value):
 @torch.no_grad()
 def mirror(args, after, same) -> None:
     """Apply to the grader's arguments what the student's function did to its copies: tensors
-    changed in place, dict entries changed in place or replaced, modules' new state."""
+    changed in place, dict entries changed in place or replaced, modules' new state. What the
+    sandbox says it left unchanged (a tensor sent back as ``None``, a dict key listed in
+    ``unchanged``) keeps the grader's own value."""
     for arg, state, kept in zip(args, after, same):
         if isinstance(arg, torch.Tensor) and isinstance(state, torch.Tensor) and state.shape == arg.shape:
             arg.copy_(state)
         elif isinstance(arg, dict) and isinstance(state, dict) and isinstance(state.get("entries"), dict):
-            for key in [k for k in arg if k not in state["entries"]]:
+            unchanged = state.get("unchanged") if isinstance(state.get("unchanged"), list) else []
+            for key in [k for k in arg if k not in state["entries"] and k not in unchanged]:
                 del arg[key]
             for key, value in state["entries"].items():
                 old = arg.get(key)

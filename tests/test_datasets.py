@@ -259,14 +259,15 @@ def test_fast_path_lives_on_the_device(device):
     assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
 
 
-def test_reading_data_and_the_checks_do_not_import_torchvision():
-    """torchvision's import pulls in ``torch._dynamo`` (3 s of CPU); every graded notebook's sandbox
-    imports ``course_lib.checks``, so only a download or the classic loader may import it. The run
+def test_reading_data_and_the_checks_do_not_import_torchvision_or_pandas():
+    """torchvision's import pulls in ``torch._dynamo`` (3 s of CPU) and pandas' costs 0.3 s; every
+    graded notebook's sandbox imports ``course_lib.checks``, so only a download or the classic
+    loader may import torchvision, and only reading a run log or a design check pandas. The run
     log still records torchvision's exact version, read from its ``version.py``."""
     code = ("import sys\nimport course_lib.checks, course_lib.checks.assignments, course_lib.datasets, course_lib.train\n"
             "from course_lib.datasets import mnist_5k\nmnist_5k()\n"
             "version = course_lib.train._torchvision_version()\n"
-            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'pandas') if m in sys.modules))\n"
             "import torchvision\nprint(version == torchvision.__version__, version)")
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -4,7 +4,6 @@ a fraction of a two-level grid that leaves every main effect clear."""
 import itertools
 import math
 
-import pandas as pd
 import torch
 
 from .report import Report, as_number, raised
@@ -20,6 +19,8 @@ def check_interaction(fn) -> Report:
     """Check ``fn(runs, a, b, metric)`` returns the two-way interaction of ``a`` and ``b``:
     the mean ``metric`` where their codes agree minus the mean where they differ (each value
     coded -1 for the smaller, +1 for the larger), on a made-up run log with known effects."""
+    import pandas as pd  # here: every notebook imports the checks, few need pandas
+
     report = Report("check_interaction")
     grid = {"lr": [0.01, 0.03], "optimizer": ["adam", "sgd"], "num_units": [32, 128]}
     rows = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
