@@ -128,48 +128,65 @@ def autograde(course: Path, grading: Grading = Grading()) -> tuple:
     if not students:
         raise AssignmentError(f"no submissions in {submitted}: put each student's work in "
                               "submitted/<student>/<assignment>/<notebook>.ipynb")
-    db_url = NbGraderAPI(config=load_config(course)).coursedir.db_url
-    released = released_assignments(db_url, course)
-    if not released:
-        raise AssignmentError(f"no assignment is in the gradebook {db_url}: run "
-                              "`make assignments` (python -m grader release) before grading")
-    from nbgrader.api import Gradebook
+    with start_workers(grading.jobs) as pool:  # they start up while the submissions are read
+        db_url = NbGraderAPI(config=load_config(course)).coursedir.db_url
+        released = released_assignments(db_url, course)
+        if not released:
+            raise AssignmentError(f"no assignment is in the gradebook {db_url}: run "
+                                  "`make assignments` (python -m grader release) before grading")
+        from nbgrader.api import Gradebook
 
-    rows, jobs = class_jobs(course, students, released, grading)
-    with Gradebook(db_url) as gb:  # one connection for the class (opening one costs 30 ms)
-        for row, job, outcome in run_jobs(jobs, grading.jobs):
-            try:
-                record(course, gb, row, job, outcome)
-            except Exception as e:  # noqa: BLE001 (one submission's problem, the others are recorded)
-                gb.db.rollback()
-                row.status = f"not graded: the grader could not record it ({type(e).__name__}: {first_line(e, 200)})"
+        rows, jobs = class_jobs(course, students, released, grading)
+        with Gradebook(db_url) as gb:  # one connection for the class (opening one costs 30 ms)
+            for row, job, outcome in run_jobs(jobs, pool):
+                try:
+                    record(course, gb, row, job, outcome)
+                except Exception as e:  # noqa: BLE001 (one submission's problem, the others are recorded)
+                    gb.db.rollback()
+                    row.status = f"not graded: the grader could not record it ({type(e).__name__}: {first_line(e, 200)})"
     return rows, jobs
 
 
 def pin_worker(counter) -> None:
-    """Run this grading worker (and the sandboxes it starts) on a core of its own."""
+    """Run this grading worker (and the sandboxes it starts) on a core of its own, and import
+    what grading a notebook needs (2 s of CPU) before the first one arrives."""
     with counter.get_lock():
         index, counter.value = counter.value, counter.value + 1
     cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cores[index % len(cores)]})
+    try:
+        import torch.fx.experimental.symbolic_shapes  # noqa: F401  (autograd's first backward imports it)
+
+        import course_lib.checks  # noqa: F401
+    except Exception:  # noqa: BLE001 (only a head start: the first notebook imports what it needs)
+        pass
 
 
-def run_jobs(jobs: list, workers: int):
-    """``(row, job, outcome)`` for each job, graded by ``workers`` processes as they finish."""
+def start_workers(workers: int):
+    """The grading workers (one per core unless ``workers``), started now: the executor forks
+    them all at its first task."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    workers = min(workers or len(os.sched_getaffinity(0)), max(len(jobs), 1))
+    from concurrent.futures import ProcessPoolExecutor
     counter = multiprocessing.Value("i", 0)
-    with ProcessPoolExecutor(max_workers=workers, initializer=pin_worker, initargs=(counter,)) as pool:
-        futures = {pool.submit(grade_notebook, job): (row, job) for row, job in jobs}
-        for future in as_completed(futures):
-            row, job = futures[future]
-            print(f"graded {first_line(repr(job.student))} / {job.assignment}", flush=True)
-            try:
-                outcome = future.result()
-            except Exception as e:  # noqa: BLE001 (a bug of ours, not the student's: say so, grade the rest)
-                outcome = Outcome(refused=f"grader error {type(e).__name__}: {first_line(e, 200)}")
-            yield row, job, outcome
+    pool = ProcessPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)),
+                               mp_context=multiprocessing.get_context("fork"),
+                               initializer=pin_worker, initargs=(counter,))
+    pool.submit(int)
+    return pool
+
+
+def run_jobs(jobs: list, pool):
+    """``(row, job, outcome)`` for each job, graded by ``pool``'s workers, as they finish."""
+    from concurrent.futures import as_completed
+    futures = {pool.submit(grade_notebook, job): (row, job) for row, job in jobs}
+    for future in as_completed(futures):
+        row, job = futures[future]
+        print(f"graded {first_line(repr(job.student))} / {job.assignment}", flush=True)
+        try:
+            outcome = future.result()
+        except Exception as e:  # noqa: BLE001 (a bug of ours, not the student's: say so, grade the rest)
+            outcome = Outcome(refused=f"grader error {type(e).__name__}: {first_line(e, 200)}")
+        yield row, job, outcome
 
 
 def record(course: Path, gb, row: Row, job: Job, outcome: Outcome) -> None:

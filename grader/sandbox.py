@@ -21,7 +21,6 @@ The ``course_lib`` the sandbox sees is a copy without the solutions the assignme
 (``withheld.py``): their code is not in the sandbox at all.
 """
 
-import fcntl
 import functools
 import itertools
 import json
@@ -128,7 +127,8 @@ def bwrap_problem(repo: Path) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def bwrap_options() -> str:
+@functools.lru_cache(maxsize=1)
+def bwrap_options() -> str:  # asked for every sandbox: once per process
     return subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
 
 
@@ -189,18 +189,6 @@ def sandbox_env() -> dict:
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
-def widen_pipe(fd: int) -> None:
-    """Give a pipe a buffer of up to 1 MB (the kernel's default is 64 kB): a request of a few
-    hundred kB (an MLP's weights and a batch) then crosses in one write and one read instead of a
-    dozen turns of the two processes on one core. Where the kernel refuses, the pipe stays as it is."""
-    try:
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            most = int(f.read())
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(most, 2**20))
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
 class Sandbox:
     """One student process: start it, run its cells, call into it, stop it."""
 
@@ -232,8 +220,6 @@ class Sandbox:
         self._cpu_start = self._cpu_now = 0.0
         req_r, self._req_w = os.pipe()
         self._res_r, res_w = os.pipe()
-        widen_pipe(req_r)
-        widen_pipe(res_w)
         info_r, info_w = os.pipe()
         if self.sandboxed:
             argv = bwrap_command(self.workdir, self.library, [sys.executable, "-s", "-B", "/grader/harness.py",
