@@ -11,8 +11,10 @@ checks values and gradients against it) and adds, each in one marked place:
    ``.grad`` without a copy;
 3. **one fused call**: with rows and a bias, ``torch.addmm`` computes ``b + X W`` in one pass
    (and one rounding in a low-precision dtype, as ``F.linear``);
-4. **cheap validation**: the common case is checked in one expression; only when it fails do
-   ``functions.check_linear_args``'s detailed checks run to say what is wrong;
+4. **cheap validation**: ``FastLinear`` checks the common case in one expression; ``linear``'s
+   inline path (5.) leaves shapes, dtypes and devices to aten, whose ``addmm`` refuses them, and
+   checks first only what aten would accept; either way ``functions.check_linear_args``'s
+   detailed checks run only when something is wrong, to say what;
 5. **no per-call signature binding**: ``linear`` (what ``layers.Linear`` calls) runs an equivalent
    Function written in the older ``forward(ctx, ...)`` style when no ``torch.func`` transform is
    active. A Function with ``setup_context`` has ``apply`` bind its arguments to ``forward``'s
