@@ -127,8 +127,7 @@ def bwrap_problem(repo: Path) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=1)
-def bwrap_options() -> str:  # asked for every sandbox: once per process
+def bwrap_options() -> str:
     return subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
 
 
