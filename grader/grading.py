@@ -18,6 +18,7 @@ notebook (what the student gets) shows each hidden test's name, points and messa
 
 import ast
 import builtins
+import collections
 import contextlib
 import io
 import linecache
@@ -114,7 +115,7 @@ class StudentCode:
         self.names = {}
         self.test = None  # the grade_id of the test running now
         self.refused = ""  # why the sandbox could no longer be watched, if it could not
-        self.stopped = []  # tests during which the student's process was stopped, and why
+        self.stopped = []  # (test, why) each time the student's process was stopped during a test
 
     def ensure_running(self) -> None:
         while not self.sandbox.running:
@@ -184,7 +185,7 @@ class StudentCode:
             self.refused = str(e)
             raise RuntimeError(f"not run: {e}") from None
         except StudentProcessEnded as e:
-            self.stopped.append(f"{self.test}: {e}")
+            self.stopped.append((self.test, str(e)))
             raise RuntimeError(str(e)) from None
         if reply.get("event") == "raised":
             raise rebuilt_error(reply)
@@ -232,7 +233,9 @@ def grade_notebook(job: Job) -> Outcome:
     if code.refused:  # fail closed: no score from a sandbox we could not watch
         outcome.refused, outcome.problems = code.refused, []
         return outcome
-    outcome.problems += code.stopped
+    problems, notes = stop_lines(code.stopped, tests)
+    outcome.problems += problems
+    outcome.notes += notes
     outcome.notes += [f"cell {i} ({gid}) raised {r['error']['ename']}: {first_line(r['error']['evalue'], 300)}"
                       for i, kind, _, gid in program if (r := code.results.get(i)) and r["error"] and i > 0]
     for gid, (_outputs, error) in tests.items():
@@ -244,6 +247,21 @@ def grade_notebook(job: Job) -> Outcome:
                               "output": error or "passed", "hidden": HIDDEN_BEGIN in cell["source"]})
     outcome.feedback = feedback_notebook(job, job.nb, code, tests, outcome)
     return outcome
+
+
+def stop_lines(stopped: list, tests: dict) -> tuple:
+    """``(problems, notes)`` from the ``(test, why)`` of each time the student's process was stopped:
+    one line per test and cause, with how often (each stop restarts the process, so a test that
+    calls a crashing function in a loop stops it every time); a test that passed all the same
+    gets a note in the details, not a problem in the status."""
+    problems, notes = [], []
+    for (test, why), times in collections.Counter(stopped).items():  # in the order they happened
+        again = f" ({times} times; the process was restarted after each)" if times > 1 else ""
+        if test in tests and not tests[test][1]:  # its error text is empty: it passed
+            notes.append(f"{test} passed, though during it {why}{again}")
+        else:
+            problems.append(f"{test}: {why}{again}")
+    return problems, notes
 
 
 def pick_cells(job: Job, nb, outcome: Outcome) -> list:

@@ -143,3 +143,22 @@ def test_feedback_shows_a_hidden_tests_result_not_its_code(repo):
     assert cell.outputs[0].evalue == "three"
     assert outcome.tests == [{"name": "test_hidden", "score": 0.0, "max_score": 1.0,
                               "output": "AssertionError: three", "hidden": True}]
+
+
+BOOM = "import os\n\ndef boom(x):\n    os._exit(3)\n"
+CALLS_BOOM = "for i in range({n}):\n    try:\n        boom(i)\n    except Exception:\n        pass\n"
+
+
+def test_a_process_stopped_again_and_again_is_said_once_and_a_passing_test_is_not_blamed(repo):
+    """Each stop restarts the student's process, so a test that calls a crashing function in a
+    loop stops it every time: one line per test and cause, with the count; a test that passed all
+    the same (it caught the errors) gets a note in the details, not a problem in the status."""
+    outcome = grade(repo, {"double": DOUBLE, "boom": BOOM},
+                    {"test_passes": CALLS_BOOM.format(n=4), "test_fails": CALLS_BOOM.format(n=2) + "assert False\n",
+                     "test_once": "boom(0)\n", "test_after": TEST})
+    assert outcome.scores == {"test_passes": 1.0, "test_fails": 0.0, "test_once": 0.0, "test_after": 1.0}
+    stopped = "boom(...) ended the Python process (exit code 3)"
+    assert outcome.problems == [f"test_fails: {stopped} (2 times; the process was restarted after each)",
+                                f"test_once: {stopped}"]
+    assert outcome.notes == [f"test_passes passed, though during it {stopped} (4 times; the process was "
+                             "restarted after each)"]
