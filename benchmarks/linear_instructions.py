@@ -8,8 +8,8 @@ contender and batch size this script counts a process that runs 0 steps and one 
 ``--steps`` is the cost of one step, set-up and Python start-up cancelled out.
 
 The count is not quite the same on every run: a process's total moves by a few million
-instructions from one run to the next (where the allocator places memory, when Python's garbage
-collector runs), and the difference of two processes carries that. Divided by 50 steps it moved
+instructions from one run to the next (why was not isolated: where memory lands and when Python's
+garbage collector runs are candidates), and the difference of two processes carries that. Divided by 50 steps it moved
 by up to 45,000 instructions per step between two runs (benchmarks/RESULTS.md), as much as the
 difference being measured; divided by the default 1,000 steps, by a few thousand.
 
