@@ -1,6 +1,6 @@
 """How long the autograder takes for a class: N students x every assignment, graded in parallel.
 
-    python benchmarks/grade_class.py [--students 40] [--jobs 2]
+    python benchmarks/grade_class.py [--students 40] [--jobs 2] [--fresh-python]
 
 Builds a course in a temporary folder (the repository's sources), releases it, hands in the
 solutions for every student (so every test runs in full, the slowest case), then times
@@ -8,7 +8,8 @@ solutions for every student (so every test runs in full, the slowest case), then
 feedback notebooks, the exports (Canvas, Gradescope, similarity) and the table. Prints the
 wall-clock time (and the load average before, as other work on the machine slows it) and the
 median and slowest notebook of each assignment. The target: 40 students x 5 assignments in 10
-minutes on 2 cores (``--jobs 2``).
+minutes on 2 cores (``--jobs 2``). ``--fresh-python`` grades as the grader did before its fork
+server: a fresh Python that imports torch in every sandbox.
 """
 
 import argparse
@@ -56,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--fresh-python", action="store_true", help="passed on to autograde")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="grade-class-") as tmp:
         course = Path(tmp) / "course"
@@ -65,12 +67,13 @@ def main() -> None:
         names = hand_in_solutions(course, args.students)
         load = " ".join(f"{v:.1f}" for v in os.getloadavg())
         start = time.perf_counter()
-        run(course, "autograde", "--jobs", str(args.jobs))
+        run(course, "autograde", "--jobs", str(args.jobs), *(["--fresh-python"] if args.fresh_python else []))
         seconds = time.perf_counter() - start
         with open(course / "scores.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     full = sum(float(r["score"]) == float(r["max_score"]) for r in rows)
-    print(f"{args.students} students x {len(names)} assignments, --jobs {args.jobs}: "
+    print(f"{args.students} students x {len(names)} assignments, --jobs {args.jobs}"
+          f"{' --fresh-python' if args.fresh_python else ''}: "
           f"{seconds:.0f} s wall clock; {full} of {len(rows)} notebooks got full marks; "
           f"load average before: {load} (other work on the machine slows it)")
     for name in names:

@@ -35,6 +35,7 @@ class Grading:
     limits: Limits = Limits()
     sandboxed: bool = True
     jobs: int = 0  # 0: one per CPU core
+    forked: bool = True  # False: a fresh Python in every sandbox (``--fresh-python``)
 
     def header(self) -> str:
         isolation = "sandbox (bubblewrap)" if self.sandboxed else "UNSANDBOXED (--unsandboxed)"
@@ -110,7 +111,7 @@ def class_jobs(course: Path, students: list, released: dict, grading: Grading) -
                 settings = grading_settings(course, assignment, name)
                 limits = replace(grading.limits, call_s=float(settings["call_s"])) if settings["call_s"] else grading.limits
                 jobs.append((row, Job(student, assignment, name, nb, notebooks[name], settings["withheld"], limits,
-                                      grading.sandboxed, REPO, settings["autograd"])))
+                                      grading.sandboxed, REPO, settings["autograd"], grading.forked)))
     return rows, jobs
 
 
@@ -128,7 +129,7 @@ def autograde(course: Path, grading: Grading = Grading()) -> tuple:
     if not students:
         raise AssignmentError(f"no submissions in {submitted}: put each student's work in "
                               "submitted/<student>/<assignment>/<notebook>.ipynb")
-    with start_workers(grading.jobs) as pool:  # they start up while the submissions are read
+    with start_workers(grading.jobs, grading.sandboxed and grading.forked) as pool:  # they start up while the submissions are read
         db_url = NbGraderAPI(config=load_config(course)).coursedir.db_url
         released = released_assignments(db_url, course)
         if not released:
@@ -147,9 +148,10 @@ def autograde(course: Path, grading: Grading = Grading()) -> tuple:
     return rows, jobs
 
 
-def pin_worker(counter) -> None:
+def pin_worker(counter, forked: bool = True) -> None:
     """Run this grading worker (and the sandboxes it starts) on a core of its own, and import
-    what grading a notebook needs (2 s of CPU) before the first one arrives."""
+    what grading a notebook needs (2 s of CPU) and start its fork server (3 s) before the first
+    notebook arrives."""
     with counter.get_lock():
         index, counter.value = counter.value, counter.value + 1
     cores = sorted(os.sched_getaffinity(0))
@@ -158,11 +160,15 @@ def pin_worker(counter) -> None:
         import torch.fx.experimental.symbolic_shapes  # noqa: F401  (autograd's first backward imports it)
 
         import course_lib.checks  # noqa: F401
+
+        if forked:
+            from grader.sandbox import fork_server
+            fork_server().start()
     except Exception:  # noqa: BLE001 (only a head start: the first notebook imports what it needs)
         pass
 
 
-def start_workers(workers: int):
+def start_workers(workers: int, forked: bool = True):
     """The grading workers (one per core unless ``workers``), started now: the executor forks
     them all at its first task."""
     import multiprocessing
@@ -170,7 +176,7 @@ def start_workers(workers: int):
     counter = multiprocessing.Value("i", 0)
     pool = ProcessPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)),
                                mp_context=multiprocessing.get_context("fork"),
-                               initializer=pin_worker, initargs=(counter,))
+                               initializer=pin_worker, initargs=(counter, forked))
     pool.submit(int)
     return pool
 

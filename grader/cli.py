@@ -91,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
     grade.add_argument("--unsandboxed", action="store_true",
                        help="run students' code without bubblewrap (it can then read and change your "
                             "files); the score table records it")
+    grade.add_argument("--fresh-python", action="store_true",
+                       help="start a fresh Python (which imports torch) in every sandbox, instead of forking "
+                            "each student's process from one that has imported it (slower: about 3 s of CPU "
+                            "per notebook)")
     return parse
 
 
@@ -111,7 +115,7 @@ def run(args) -> int:
             raise AssignmentError("--jobs must be >= 0 and the timeouts > 0 seconds, got "
                                   f"{args.jobs}, {args.cell_timeout:g}, {args.call_timeout:g}, {args.notebook_timeout:g}")
         grading = Grading(Limits(cell_s=args.cell_timeout, call_s=args.call_timeout, notebook_s=args.notebook_timeout),
-                          not args.unsandboxed, args.jobs)
+                          not args.unsandboxed, args.jobs, not args.fresh_python)
         gradebook = None
         if args.canvas_gradebook is not None:  # read it before grading: a bad file costs nothing
             from grader.exports import read_canvas_gradebook

@@ -78,6 +78,7 @@ class Job:
     sandboxed: bool
     repo: Path  # the folder holding the course_lib the sandbox gets a copy of
     autograd: bool = True  # False: autograd raises in the sandbox
+    forked: bool = True  # the student's process forked from a fork server that has imported torch (sandbox.ForkServer)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class StudentCode:
 
     def __init__(self, job: Job, program: list, workdir: Path, deadline: float):
         self.job, self.program, self.deadline = job, program, deadline
-        self.sandbox = Sandbox(workdir, job.limits, job.sandboxed, job.repo)
+        self.sandbox = Sandbox(workdir, job.limits, job.sandboxed, job.repo, job.forked)
         self.skipped = {}  # cell index -> why it was left out
         self.cut = {}  # cell index -> why it stopped early (what it defined before still counts)
         self.results = {}  # cell index -> {"error": dict | None, "output": str}

@@ -29,6 +29,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from grader.harness import dumps, loads_plain
 from grader.withheld import stubbed_copy
 
 HARNESS = Path(__file__).resolve().with_name("harness.py")
+FORKSERVER = Path(__file__).resolve().with_name("forkserver.py")
 HOME = "/home/student"  # the student's folder inside the sandbox
 PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
@@ -98,6 +100,10 @@ class Budget:
         notebook = (f"the notebook's {WALL_FACTOR * limits.notebook_s:g} s of wall-clock time "
                     f"({WALL_FACTOR} x the limit per notebook: it slept or waited)")
         return cls(seconds, notebook_deadline, limit, notebook)
+
+
+class ForkServerFailed(Exception):
+    """The fork server could not start the student's process (the grader then starts a fresh Python)."""
 
 
 class SandboxUnavailable(Exception):
@@ -188,12 +194,88 @@ def sandbox_env() -> dict:
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
+# What bubblewrap runs, as the sandbox's process 1, when the student's process comes from the fork
+# server: it keeps the sandbox's namespaces alive until the grader stops it, reaps what the student's
+# code leaves behind (as bubblewrap's own init does), and ignores every signal, so that nothing in
+# the sandbox can end it (the kernel delivers no signal to a PID namespace's process 1 from inside
+# unless it has a handler). It says it is ready on the descriptor named by its argument.
+HOLDER = """import os, signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+ready = int(os.sys.argv[1])
+os.write(ready, b"1")
+os.close(ready)
+while True:
+    signal.sigwait({signal.SIGCHLD})
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+"""
+
+
+class ForkServer:
+    """``grader/forkserver.py``, started on first use by each grading process: a fresh Python
+    (exec'd, with the sandbox's environment) that has imported torch and forks each notebook's
+    student process into that notebook's own bubblewrap sandbox."""
+
+    def __init__(self):
+        self.process, self.sock, self.owner = None, None, os.getpid()
+
+    def start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen(
+            [sys.executable, "-s", "-B", str(FORKSERVER), str(child.fileno())], env=sandbox_env(), cwd="/",
+            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        child.close()
+        self.sock = parent
+        self._reply(120)
+
+    def _reply(self, seconds: float) -> dict:
+        if not select.select([self.sock], [], [], seconds)[0]:
+            raise OSError(f"the fork server did not answer within {seconds:g} s")
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise OSError("the fork server has ended")
+        return json.loads(data)
+
+    def spawn(self, request: dict, fds: list) -> int:
+        """Fork a process that joins the sandbox ``request`` names; its process ID."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        return int(self._reply(30)["pid"])
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.sock.close()
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+_fork_server = None
+fork_server_problem = ""  # why this process grades with a fresh Python per notebook, if it does
+
+
+def fork_server() -> ForkServer:
+    """This process's fork server (a worker forked from a process that had one starts its own)."""
+    global _fork_server
+    if _fork_server is None or _fork_server.owner != os.getpid():
+        _fork_server = ForkServer()
+    return _fork_server
+
+
 class Sandbox:
     """One student process: start it, run its cells, call into it, stop it."""
 
-    def __init__(self, workdir: Path, limits: Limits, sandboxed: bool, repo: Path):
+    def __init__(self, workdir: Path, limits: Limits, sandboxed: bool, repo: Path, forked: bool = True):
         self.workdir, self.limits, self.sandboxed, self.repo = workdir, limits, sandboxed, repo
-        self.process = None
+        self.forked = forked and sandboxed  # the student's process forked from the fork server
+        self.process = None  # bubblewrap (or, unsandboxed, the harness)
+        self._status_r = -1  # forked: the pipe on which the fork server's child says how the harness ended
         self._root = None  # the sandbox's / seen from here, to count its files and processes
         self._handles = itertools.count()
         self._cpu_start = 0.0  # the sandbox's CPU seconds when the current budget began
@@ -208,50 +290,130 @@ class Sandbox:
 
     def start(self, program: dict) -> None:
         """Start the harness on ``program`` (its cells, what to withhold); each cell's output goes
-        to ``output/cell<N>.txt`` here, through a file descriptor handed to the sandbox."""
+        to ``output/cell<N>.txt`` here, through a file descriptor handed to the sandbox. Forked
+        (the default, sandboxed), the harness is forked from this process's fork server into a
+        fresh sandbox; if the fork server cannot work here, every later notebook of this process
+        starts a fresh Python instead (``fork_server_problem`` says why)."""
+        global fork_server_problem
+        if self.forked and not fork_server_problem:
+            try:
+                return self._start(program, forked=True)
+            except ForkServerFailed as e:
+                fork_server_problem = str(e)
+                print(f"grader: starting a fresh Python per notebook: {e}", file=sys.stderr, flush=True)
+        self.forked = False
+        return self._start(program, forked=False)
+
+    def _start(self, program: dict, forked: bool) -> None:
         outputs = self.workdir / "output"
         outputs.mkdir(exist_ok=True)
         names = [f"cell{index}.txt" for index, _, _ in program["cells"]] + ["calls.txt"]
         fds = [os.open(outputs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600) for name in names]
-        program = dict(program, outputs=fds, processes=self.limits.processes if self.sandboxed else 0)
+        processes = self.limits.processes if self.sandboxed else 0
+        if forked:  # the harness's descriptors are numbered by the fork server (forkserver.place);
+            # its user namespace also holds the fork server's child that waits for it
+            program = dict(program, outputs=list(range(5, 5 + len(fds))), processes=processes + 1)
+        else:
+            program = dict(program, outputs=fds, processes=processes)
         torch.save(program, self.workdir / "program.pt")
         self._cpu_before += self._cpu_now
         self._cpu_start = self._cpu_now = 0.0
         req_r, self._req_w = os.pipe()
         self._res_r, res_w = os.pipe()
         info_r, info_w = os.pipe()
+        ready_r, ready_w = os.pipe() if forked else (-1, -1)
+        harness = [sys.executable, "-s", "-B", "/grader/harness.py", PROGRAM, str(req_r), str(res_w)]
         if self.sandboxed:
-            argv = bwrap_command(self.workdir, self.library, [sys.executable, "-s", "-B", "/grader/harness.py",
-                                                           PROGRAM, str(req_r), str(res_w)], self.limits)
-            argv[1:1] = ["--info-fd", str(info_w)]
+            holder = [sys.executable, "-S", "-I", "-c", HOLDER, str(ready_w)]
+            argv = bwrap_command(self.workdir, self.library, holder if forked else harness, self.limits)
+            argv[1:1] = ["--info-fd", str(info_w)] + (["--as-pid-1"] if forked else [])
             env = None
         else:
             argv = [sys.executable, "-s", "-B", str(HARNESS), str(self.workdir / "program.pt"), str(req_r), str(res_w)]
             env = dict(sandbox_env(), HOME=str(self.workdir), PYTHONPATH=str(self.library))
+        passed = (info_w, ready_w) if forked else (req_r, res_w, info_w, *fds)
         # RLIMIT_CPU is the kernel's backstop behind the grader's own CPU watch: above the notebook's
         # limit, so that the watch (which names the limit) always acts first.
-        output, memory, cpu = self.limits.output_bytes, self.limits.memory_bytes, int(self.limits.notebook_s) + 30
-        with open(self.workdir / "harness.log", "wb") as log:  # the harness's own errors, if any
-            self.process = subprocess.Popen(
-                argv, cwd=self.workdir, env=env, pass_fds=(req_r, res_w, info_w, *fds), start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                preexec_fn=lambda: (resource.setrlimit(resource.RLIMIT_FSIZE, (output, output)),
-                                    resource.setrlimit(resource.RLIMIT_AS, (memory, memory)),
-                                    resource.setrlimit(resource.RLIMIT_CORE, (0, 0)),
-                                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))))  # a backstop
-        for fd in (req_r, res_w, info_w, *fds):
-            os.close(fd)
-        self._root = self._sandbox_root(info_r) if self.sandboxed else None
-        os.close(info_r)
+        rlimits = {"RLIMIT_FSIZE": (self.limits.output_bytes,) * 2, "RLIMIT_AS": (self.limits.memory_bytes,) * 2,
+                   "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (int(self.limits.notebook_s) + 30, int(self.limits.notebook_s) + 35)}
+        log = os.open(self.workdir / "harness.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the harness's own errors
         try:
-            if self.sandboxed and self._root is None:
-                raise OSError("bubblewrap did not say which process it started")
-            self._wait_for_proc()
-            self.cpu_seconds()
-        except OSError as e:  # fail closed: a limit we cannot watch is a limit we cannot enforce
+            self.process = subprocess.Popen(
+                argv, cwd=self.workdir, env=env, pass_fds=passed, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                preexec_fn=lambda: [resource.setrlimit(getattr(resource, name), value) for name, value in rlimits.items()])
+            os.close(info_w)
+            if forked:
+                os.close(ready_w)
+            self._root = self._sandbox_root(info_r) if self.sandboxed else None
+            os.close(info_r)
+            try:
+                if self.sandboxed and self._root is None:
+                    raise OSError("bubblewrap did not say which process it started")
+                self._wait_for_proc()
+                self.cpu_seconds()
+            except OSError as e:  # fail closed: a limit we cannot watch is a limit we cannot enforce
+                self.stop()
+                raise SandboxUnavailable(f"the sandbox's process information was unavailable ({e}); "
+                                         "nothing of this notebook was graded") from None
+            if forked:
+                self._fork_into(rlimits, [log, req_r, res_w, *fds], ready_r)
+        finally:
+            for fd in (req_r, res_w, log, *fds) + ((ready_r,) if forked else ()):
+                os.close(fd)
+
+    def _fork_into(self, rlimits: dict, fds: list, ready: int) -> None:
+        """Have the fork server start the harness in this sandbox (``forkserver.py``): it joins the
+        namespaces of the sandbox's process 1 (``HOLDER``), whose root folder must be the sandbox's."""
+        if not select.select([ready], [], [], 10)[0] or os.read(ready, 1) != b"1":
             self.stop()
-            raise SandboxUnavailable(f"the sandbox's process information was unavailable ({e}); "
-                                     "nothing of this notebook was graded") from None
+            raise SandboxUnavailable("the sandbox's process information was unavailable (its process 1 did "
+                                     "not start); nothing of this notebook was graded")
+        holder = int(self._root.split("/")[2])
+        status_r, status_w = os.pipe()
+        try:
+            fork_server().spawn({"holder": holder, "root": self._root_id(), "rlimits": rlimits},
+                                [status_w, *fds])
+        except (OSError, ValueError, KeyError) as e:
+            os.close(status_r)
+            self.stop()
+            fork_server().close()
+            raise ForkServerFailed(f"the fork server could not start ({e})") from None
+        finally:
+            os.close(status_w)
+        self._status_r = status_r
+        joined = self._status(10)
+        if joined != {"joined": True}:
+            self.stop()
+            raise ForkServerFailed(f"the fork server could not join the sandbox ({joined})")
+
+    def _root_id(self) -> list:
+        """The sandbox's root folder (device, inode): the fork server's child checks it joined that one."""
+        root = os.stat(self._root)
+        return [root.st_dev, root.st_ino]
+
+    def _status(self, seconds: float):
+        """The next line the fork server's child writes on the status pipe, as JSON; ``None`` if it
+        wrote nothing more within ``seconds`` (or ended)."""
+        line, deadline = b"", time.monotonic() + seconds
+        while not line.endswith(b"\n"):
+            if not select.select([self._status_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return None
+            byte = os.read(self._status_r, 1)
+            if not byte:
+                return None
+            line += byte
+        return json.loads(line)
+
+    def _exit_code(self, seconds: float = None):
+        """How the student's process ended: its exit code, negative for a signal, ``None`` unknown."""
+        if self._status_r < 0:
+            try:
+                return self.process.wait(timeout=seconds) if self.process else None
+            except subprocess.TimeoutExpired:
+                return None
+        message = self._status(5 if seconds is None else seconds)
+        return message.get("exit") if isinstance(message, dict) else None
 
     def _wait_for_proc(self, seconds: float = 10.0) -> None:
         """Wait until the sandbox is set up: bwrap names its process before it changes root and
@@ -319,7 +481,7 @@ class Sandbox:
                 return ""
             fs = os.statvfs(self._root + HOME)
             files = fs.f_files - fs.f_ffree - home_entries()  # less what the sandbox made there
-            processes = sum(name.isdigit() for name in os.listdir(self._root + "/proc")) - 1  # less bwrap's
+            processes = sum(name.isdigit() for name in os.listdir(self._root + "/proc")) - 1  # less its process 1
         except OSError as e:
             if self.process is None or self.process.poll() is not None:
                 return ""  # the sandbox has just ended; the caller reads why
@@ -339,18 +501,16 @@ class Sandbox:
         if graceful:
             os.close(self._req_w)
             self._req_w = -1
-            try:
-                self.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
+            self._exit_code(2)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.process.wait()
-        for fd in (self._req_w, self._res_r):
+        for fd in (self._req_w, self._res_r, self._status_r):
             if fd >= 0:
                 os.close(fd)
+        self._req_w = self._res_r = self._status_r = -1
         self.process = None
 
     @property
@@ -395,7 +555,7 @@ class Sandbox:
                 continue
             chunk = os.read(self._res_r, min(n, 1 << 20))
             if not chunk:
-                code = self.process.wait()
+                code = self._exit_code()
                 self.stop()
                 raise StudentProcessEnded(f"{doing} ended the Python process ({exit_cause(code)})")
             chunks.append(chunk)
@@ -410,7 +570,7 @@ class Sandbox:
             while frame:
                 frame = frame[os.write(self._req_w, frame):]
         except OSError:
-            code = self.process.wait() if self.process else None
+            code = self._exit_code() if self.process else None
             self.stop()
             raise StudentProcessEnded(f"{doing} found the Python process gone ({exit_cause(code)})") from None
         return self.next_message(budget, doing)

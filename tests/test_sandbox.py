@@ -38,7 +38,8 @@ SHORT = Limits(cell_s=20, call_s=20, notebook_s=60)
 
 
 def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = SHORT,
-          setup: str = SETUP, withheld=(), kernel: dict = None, autograd: bool = True) -> grading.Outcome:
+          setup: str = SETUP, withheld=(), kernel: dict = None, autograd: bool = True,
+          forked: bool = True) -> grading.Outcome:
     """Grade a notebook of ``setup``, the answer cells ``{grade_id: source}`` and the test cells
     ``{grade_id: source}`` (one point each; default: ``double`` doubles), saved with ``kernel``."""
     tests = {"test_double": TEST} if tests is None else tests
@@ -52,7 +53,7 @@ def grade(repo: Path, answers: dict, tests: dict = None, limits: Limits = SHORT,
         nb.metadata["kernelspec"] = kernel
     nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as the grader reads a file
     return grading.grade_notebook(grading.Job("student", "a", "submission", nb, cells, list(withheld),
-                                              limits, True, repo, autograd))
+                                              limits, True, repo, autograd, forked))
 
 
 def test_an_honest_answer_scores_and_the_home_folder_starts_empty(repo):
@@ -218,7 +219,7 @@ def test_the_notebook_limit_counts_cpu_time_not_sleep(repo):
     that crosses 12 s is stopped with the notebook's limit named."""
     outcome = grade(repo, {"sleeps": "import time\ntime.sleep(10)\n", "spin": SPIN + "\nspin(2)\n",
                            "double": DOUBLE},
-                    {"test_double": TEST, "test_spin": "assert spin(9) == 1\n", "test_after": TEST},
+                    {"test_double": TEST, "test_spin": "assert spin(11) == 1\n", "test_after": TEST},
                     limits=Limits(cell_s=20, call_s=20, notebook_s=12))
     assert outcome.scores == {"test_double": 1.0, "test_spin": 0.0, "test_after": 0.0}, outcome.failures
     assert outcome.problems[0] == ("test_spin: spin(...) ran past the notebook's 12 s of CPU time "
