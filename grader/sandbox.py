@@ -231,7 +231,11 @@ class ForkServer:
             stderr=subprocess.DEVNULL, start_new_session=True)
         child.close()
         self.sock = parent
-        self._reply(120)
+        try:
+            self._reply(120)  # importing torch: 3 s of CPU here, minutes on a machine under heavy load
+        except (OSError, ValueError):
+            self.close()
+            raise
 
     def _reply(self, seconds: float) -> dict:
         if not select.select([self.sock], [], [], seconds)[0]:
