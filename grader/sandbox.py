@@ -47,6 +47,7 @@ FORKSERVER = Path(__file__).resolve().with_name("forkserver.py")
 HOME = "/home/student"  # the student's folder inside the sandbox
 PROGRAM = "/grader/program.pt"  # the cells to run, inside the sandbox
 MAX_FRAME = 256 * 2**20  # bytes in one answer from the sandbox (a trained MLP's weights: ~0.5 MB)
+MAX_PASSED_FDS = 250  # descriptors handed to the fork server in one message (the kernel's limit: 253)
 WALL_FACTOR = 10  # wall-clock backstop: this many times a CPU-time limit (a loaded machine is slow)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -299,6 +300,8 @@ class Sandbox:
         fresh sandbox; if the fork server cannot work here, every later notebook of this process
         starts a fresh Python instead (``fork_server_problem`` says why)."""
         global fork_server_problem
+        if len(program["cells"]) + 5 > MAX_PASSED_FDS:  # its descriptors would not fit in one message
+            self.forked = False
         if self.forked and not fork_server_problem:
             try:
                 return self._start(program, forked=True)

@@ -167,3 +167,19 @@ def test_nothing_of_one_notebook_reaches_the_next(repo):
     assert second.scores == {"test_look": 1.0}, second.failures
     files, pids, patched, added, pid = builtins.__dict__.pop("_look")
     assert (files, pids, patched, added) == ([], ["1", str(pid)], False, [2.0])
+
+
+def test_a_notebook_whose_descriptors_do_not_fit_one_message_gets_a_fresh_python(repo, monkeypatch):
+    """The fork server receives a notebook's descriptors in one message (at most 253); a notebook
+    with more cells than that is graded by a fresh Python, and the next one is forked again."""
+    parent = "import os\n\ndef parent():\n    return os.getppid()\n"
+    test = {"test_parent": "import builtins\nbuiltins._parent = parent()\n"}
+    monkeypatch.setattr(sandbox, "fork_server_problem", "")
+    monkeypatch.setattr(sandbox, "MAX_PASSED_FDS", 7)  # the setup and one answer cell fit, two do not
+    for answers, started_by in (({"parent": parent}, 0), ({"parent": parent, "double": DOUBLE}, 1),
+                                ({"parent": parent}, 0)):
+        outcome = grade(repo, answers, test)
+        assert outcome.scores == {"test_parent": 1.0}, outcome.failures
+        # forked, the process that waits for it is outside its PID namespace: its parent reads 0
+        assert builtins.__dict__.pop("_parent") == started_by
+    assert sandbox.fork_server_problem == ""
