@@ -16,7 +16,7 @@ import signal
 import sys
 
 import pytest
-from test_sandbox import DOUBLE, REPO, grade
+from test_sandbox import DOUBLE, REPO, TEST, grade
 
 from grader import sandbox
 
@@ -154,19 +154,24 @@ def test_nothing_of_one_notebook_reaches_the_next(repo):
     """Both come from the same fork server; the first leaves a file, a process and a patched torch
     behind, and the second finds none of them."""
     litter = ("import os, subprocess, torch\n"
+              "FOUND = sorted(os.listdir('/tmp'))  # an environment under /tmp has its mount point there\n"
+              "def found():\n    return FOUND\n"
               "open('/tmp/left.txt', 'w').write('x')\n"
               "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
               "torch.left_behind = True\n"
               "torch.add = lambda *args, **kwargs: 'patched'\n")
-    first = grade(repo, {"double": DOUBLE, "litter": litter})
-    assert first.problems == [] and first.scores == {"test_double": 1.0}
+    first = grade(repo, {"double": DOUBLE, "litter": litter},
+                  {"test_double": TEST, "test_found": "import builtins\nbuiltins._found = found()\n"})
+    assert first.problems == [] and first.scores == {"test_double": 1.0, "test_found": 1.0}, first.failures
+    found = builtins.__dict__.pop("_found")
+    assert "left.txt" not in found
     look = ("import os, torch\n\ndef look():\n"
             "    return (sorted(os.listdir('/tmp')), sorted(p for p in os.listdir('/proc') if p.isdigit()),\n"
             "            hasattr(torch, 'left_behind'), torch.add(torch.ones(1), 1).tolist(), os.getpid())\n")
     second = grade(repo, {"look": look}, {"test_look": "import builtins\nbuiltins._look = look()\n"})
     assert second.scores == {"test_look": 1.0}, second.failures
     files, pids, patched, added, pid = builtins.__dict__.pop("_look")
-    assert (files, pids, patched, added) == ([], ["1", str(pid)], False, [2.0])
+    assert (files, pids, patched, added) == (found, ["1", str(pid)], False, [2.0])
 
 
 def test_a_notebook_whose_descriptors_do_not_fit_one_message_gets_a_fresh_python(repo, monkeypatch):
