@@ -148,6 +148,11 @@ def main(argv=None) -> int:
         except AssignmentError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {args.command} stopped. Notebooks already graded are in the gradebook "
+                  "with their feedback; no score table or export was written. The same command "
+                  "again grades every submission anew.", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

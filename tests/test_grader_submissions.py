@@ -175,3 +175,18 @@ def test_a_plain_submission_is_read_into_the_graders_copy(tmp_path):
     found = read_submission(folder, {"nb": CELLS}, row)
     (folder / "nb.ipynb").write_text("changed after reading")
     assert row.status == "graded" and found["nb"].cells[0].source == "".join(BASE["cells"][0]["source"])
+
+
+def test_an_interrupted_autograde_says_what_it_kept_and_exits_130(monkeypatch, capsys, tmp_path):
+    """Ctrl-C while grading: no traceback, the exit status a shell gives an interrupted command, and
+    what was kept (nothing lost: each graded notebook is recorded as it finishes)."""
+    from grader import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    assert cli.main(["--course-dir", str(tmp_path), "autograde"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: autograde stopped" in err and "Traceback" not in err
+    assert "Notebooks already graded are in the gradebook" in err
