@@ -56,11 +56,21 @@ def probe():
 """
 
 
+def hand_back(name: str) -> str:
+    """A test cell that calls the student's ``name()`` and leaves what it returned for ``taken(name)``."""
+    return f"import builtins\nbuiltins._{name} = {name}()\n"
+
+
+def taken(name: str):
+    """What the test cell ``hand_back(name)`` left (the test cells run in this process)."""
+    return builtins.__dict__.pop(f"_{name}")
+
+
 def probe(repo, forked: bool) -> dict:
-    outcome = grade(repo, {"probe": PROBE}, {"test_probe": "import builtins\nbuiltins._probe = probe()\n"},
+    outcome = grade(repo, {"probe": PROBE}, {"test_probe": hand_back("probe")},
                     forked=forked)
     assert outcome.scores == {"test_probe": 1.0}, outcome.failures
-    return builtins.__dict__.pop("_probe")
+    return taken("probe")
 
 
 def test_a_forked_student_process_is_walled_in_as_a_fresh_one(repo, monkeypatch):
@@ -161,16 +171,16 @@ def test_nothing_of_one_notebook_reaches_the_next(repo):
               "torch.left_behind = True\n"
               "torch.add = lambda *args, **kwargs: 'patched'\n")
     first = grade(repo, {"double": DOUBLE, "litter": litter},
-                  {"test_double": TEST, "test_found": "import builtins\nbuiltins._found = found()\n"})
+                  {"test_double": TEST, "test_found": hand_back("found")})
     assert first.problems == [] and first.scores == {"test_double": 1.0, "test_found": 1.0}, first.failures
-    found = builtins.__dict__.pop("_found")
+    found = taken("found")
     assert "left.txt" not in found
     look = ("import os, torch\n\ndef look():\n"
             "    return (sorted(os.listdir('/tmp')), sorted(p for p in os.listdir('/proc') if p.isdigit()),\n"
             "            hasattr(torch, 'left_behind'), torch.add(torch.ones(1), 1).tolist(), os.getpid())\n")
-    second = grade(repo, {"look": look}, {"test_look": "import builtins\nbuiltins._look = look()\n"})
+    second = grade(repo, {"look": look}, {"test_look": hand_back("look")})
     assert second.scores == {"test_look": 1.0}, second.failures
-    files, pids, patched, added, pid = builtins.__dict__.pop("_look")
+    files, pids, patched, added, pid = taken("look")
     assert (files, pids, patched, added) == (found, ["1", str(pid)], False, [2.0])
 
 
@@ -178,7 +188,7 @@ def test_a_notebook_whose_descriptors_do_not_fit_one_message_gets_a_fresh_python
     """The fork server receives a notebook's descriptors in one message (at most 253); a notebook
     with more cells than that is graded by a fresh Python, and the next one is forked again."""
     parent = "import os\n\ndef parent():\n    return os.getppid()\n"
-    test = {"test_parent": "import builtins\nbuiltins._parent = parent()\n"}
+    test = {"test_parent": hand_back("parent")}
     monkeypatch.setattr(sandbox, "fork_server_problem", "")
     monkeypatch.setattr(sandbox, "MAX_PASSED_FDS", 7)  # the setup and one answer cell fit, two do not
     for answers, started_by in (({"parent": parent}, 0), ({"parent": parent, "double": DOUBLE}, 1),
@@ -186,5 +196,5 @@ def test_a_notebook_whose_descriptors_do_not_fit_one_message_gets_a_fresh_python
         outcome = grade(repo, answers, test)
         assert outcome.scores == {"test_parent": 1.0}, outcome.failures
         # forked, the process that waits for it is outside its PID namespace: its parent reads 0
-        assert builtins.__dict__.pop("_parent") == started_by
+        assert taken("parent") == started_by
     assert sandbox.fork_server_problem == ""
